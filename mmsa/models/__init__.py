@@ -17,12 +17,6 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _MODULES = {
     "lf_dnn": "mmsa.models.baselines",
     "ef_lstm": "mmsa.models.baselines",
-    "tfn": "mmsa.models.baselines",
-    "lmf": "mmsa.models.baselines",
-    "mult": "mmsa.models.baselines",
-    "misa": "mmsa.models.baselines",
-    "self_mm": "mmsa.models.baselines",
-    "tfr_net": "mmsa.models.baselines",
     "emt_dlfr": "mmsa.models.emt_dlfr",
     "dast_gan": "mmsa.models.dast_gan",
     "ufen_mtfn": "mmsa.models.ufen_mtfn",
@@ -82,3 +76,15 @@ def inference_parameters(model: nn.Module) -> int:
         for n, p in model.named_parameters()
         if not any(n.startswith(pre) or f".{pre}" in n for pre in TRAINING_ONLY_PREFIXES)
     )
+
+
+def build_for_data(name: str, split, **config) -> nn.Module:
+    """``build`` with feature dims (and the dataset preset) taken from a loaded split.
+
+    ``split.dims`` = (text, audio, vision) feature sizes; explicit ``config`` wins.
+    """
+    dims = dict(zip(("text_dim", "audio_dim", "vision_dim"), split.dims))
+    for k, v in dims.items():
+        config.setdefault(k, v)
+    config.setdefault("dataset", split.dataset)
+    return build(name, **config)

@@ -1,0 +1,45 @@
+"""Claims the notebooks' own numbers must meet (SPEC §7), checked after the smoke run.
+
+Each notebook writes its key numbers to ``<out>/metrics/NN.json`` (``mmsa.book.save_metrics``);
+``ci/claims.yaml`` states what they must satisfy, with a reason.  ``<out>`` is
+``$MMSA_BOOK_OUT`` (``build/smoke`` in CI) or ``build``.
+"""
+import json
+import math
+import operator
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(os.environ.get("MMSA_BOOK_OUT", ROOT / "build"))
+OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
+CLAIMS = yaml.safe_load((ROOT / "ci" / "claims.yaml").read_text()) or {}
+
+
+def lookup(data: dict, key: str):
+    value = data
+    for part in key.split("."):
+        if part not in value:
+            raise KeyError(f"{key!r} not in metrics (have {sorted(value)})")
+        value = value[part]
+    return value
+
+
+CASES = [(nb, c) for nb, claims in CLAIMS.items() for c in claims]
+
+
+@pytest.mark.parametrize("nb,claim", CASES, ids=[f"{nb}:{c['key']}" for nb, c in CASES])
+def test_claim(nb, claim):
+    path = OUT / "metrics" / f"{nb}.json"
+    assert path.exists(), f"{path} missing: notebook {nb} did not run or did not save its metrics"
+    value = lookup(json.loads(path.read_text()), claim["key"])
+    if claim["op"] == "finite":
+        assert value is not None and math.isfinite(value), claim["why"]
+        return
+    target = claim["value"]
+    if isinstance(target, str):  # another key of the same file
+        target = lookup(json.loads(path.read_text()), target)
+    assert OPS[claim["op"]](value, target), f"{claim['key']} = {value} !{claim['op']} {target}: {claim['why']}"

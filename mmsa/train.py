@@ -1,0 +1,441 @@
+"""One Trainer for every model (SPEC §2).
+
+The loop is deliberately plain: for each epoch, for each batch, ``out = model(batch)``,
+``loss = sum(out.losses.values())``, backward, step.  Around it sit the things a real
+experiment needs and nothing more:
+
+* Adam/AdamW with two parameter groups (BERT weights get ``bert_lr``);
+* gradient accumulation and optional gradient clipping;
+* bf16 autocast on CUDA (off on CPU, where it only slows things down);
+* early stopping on a named validation metric, optionally counting only after an epoch
+  (the GAN schedule of DAST-GAN warms up first);
+* callbacks (``on_fit_start``, ``on_epoch_start``, ``on_batch_end``, ``on_epoch_end``,
+  ``state_dict``/``load_state_dict``) -- the GAN's discriminator step is one;
+* tqdm bars, a JSON history, ``best.pt`` + ``last.pt`` checkpoints, exact resume;
+* seeds: every epoch re-seeds torch and the loader's shuffling from ``(seed, epoch)``, so
+  a run resumed from ``last.pt`` follows the same path as one never interrupted;
+* ``torch.distributed`` DDP when launched with ``torchrun`` (gloo on CPU, nccl on CUDA).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from mmsa.types import Batch, ModelOutput
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (all devices); ask cuDNN for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic and torch.backends.cudnn.is_available():
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    lr: float = 1e-3
+    bert_lr: float = 5e-5
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # "adam" | "adamw"
+    grad_accum: int = 1
+    clip_grad: Optional[float] = None
+    amp: bool = True  # bf16 autocast, CUDA only
+    monitor: str = "mae"  # validation metric for early stopping and model selection
+    mode: str = "min"  # "min" | "max"
+    patience: int = 8
+    patience_start_epoch: int = 0  # epochs <= this never count towards patience
+    seed: int = 1
+    device: str = "auto"
+    out_dir: Optional[str] = None  # checkpoints + history.json when set
+    task: str = "regression"  # "regression" | "classification"
+    metric_dataset: str = "mosi"  # which metric rules (mmsa.metrics) apply
+    progress: bool = True
+    restore_best: bool = True  # load the best weights into the model after fit
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        if self.task not in ("regression", "classification"):
+            raise ValueError(f"task must be 'regression' or 'classification', got {self.task!r}")
+        if self.grad_accum < 1:
+            raise ValueError("grad_accum must be >= 1")
+
+
+def train_config(**overrides) -> TrainConfig:
+    """``TrainConfig(**overrides)`` with an error listing the valid keys on a typo."""
+    from mmsa.config import check_keys
+
+    check_keys(TrainConfig, overrides, "TrainConfig key")
+    return TrainConfig(**overrides)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _is_dist() else 0
+
+
+def maybe_init_distributed(device: torch.device) -> bool:
+    """Initialise the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _is_dist():
+        return _is_dist()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def param_groups(model: nn.Module, lr: float, bert_lr: float, weight_decay: float) -> list[dict]:
+    """Two groups: parameters whose name contains ``bert`` use ``bert_lr``.
+
+    Frozen parameters and the ``discriminator.`` (owned by a callback) are left out.
+    """
+    bert, rest = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or name.startswith("discriminator."):
+            continue
+        (bert if "bert" in name else rest).append(p)
+    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "model"}]
+    if bert:
+        groups.append({"params": bert, "lr": bert_lr, "weight_decay": weight_decay, "name": "bert"})
+    return groups
+
+
+def _to_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Train any ``mmsa`` model (``forward(batch) -> ModelOutput``)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig | None = None,
+        callbacks: Sequence[Any] = (),
+        train_transform: Optional[Callable[[Batch, int, int], Batch]] = None,
+        eval_transform: Optional[Callable[[Batch, int], Batch]] = None,
+    ):
+        self.config = config or TrainConfig()
+        self.device = resolve_device(self.config.device)
+        self.distributed = maybe_init_distributed(self.device)
+        if self.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        seed_everything(self.config.seed)
+        self.model = model.to(self.device)
+        self.callbacks = list(callbacks)
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.optimizer = self._make_optimizer()
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best_score: Optional[float] = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.best_metrics: dict = {}
+        self.out_dir = Path(self.config.out_dir) if self.config.out_dir else None
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = DDP(self.model, device_ids=ids, find_unused_parameters=True)
+        else:
+            self.forward_model = self.model
+
+    # ------------------------------------------------------------------ plumbing
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        groups = param_groups(self.model, c.lr, c.bert_lr, c.weight_decay)
+        if not any(g["params"] for g in groups):
+            raise ValueError("the model has no trainable parameters")
+        cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+        return cls(groups, lr=c.lr)
+
+    def autocast(self):
+        if self.config.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _call(self, name: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, name, None)
+            if fn is not None:
+                fn(self, *args)
+
+    def _better(self, score: float) -> bool:
+        if self.best_score is None or math.isnan(self.best_score):
+            return not math.isnan(score)
+        return score < self.best_score if self.config.mode == "min" else score > self.best_score
+
+    def _distributed_loader(self, loader):
+        """Re-wrap a DataLoader with a DistributedSampler (each rank sees its shard)."""
+        from torch.utils.data import DataLoader
+        from torch.utils.data.distributed import DistributedSampler
+
+        shuffle = not isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+        sampler = DistributedSampler(loader.dataset, shuffle=shuffle, seed=self.config.seed)
+        return DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            sampler=sampler,
+            collate_fn=loader.collate_fn,
+            num_workers=loader.num_workers,
+            drop_last=loader.drop_last,
+        )
+
+    def _reseed_epoch(self, loader, epoch: int) -> None:
+        """Every epoch's randomness is a function of (seed, epoch) only: exact resume."""
+        seed = self.config.seed * 100_003 + epoch
+        seed_everything(seed)
+        gen = getattr(loader, "generator", None)
+        if gen is not None:
+            gen.manual_seed(seed)
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self, loader: Iterable[Batch], epoch: int) -> dict:
+        self.model.train()
+        c = self.config
+        sums: dict[str, torch.Tensor] = {}
+        n_batches = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        total = len(loader) if hasattr(loader, "__len__") else None
+        bar = tqdm(loader, total=total, desc=f"epoch {epoch}", leave=False,
+                   disable=not c.progress or _rank() != 0)
+        for step, batch in enumerate(bar):
+            batch = batch.to(self.device, non_blocking=True)
+            if self.train_transform is not None:
+                batch = self.train_transform(batch, epoch, step)
+            with self.autocast():
+                out: ModelOutput = self.forward_model(batch)
+                loss = out.loss
+            (loss / c.grad_accum).backward()
+            last = total is not None and step + 1 == total
+            if (step + 1) % c.grad_accum == 0 or last:
+                if c.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in self.optimizer.param_groups for p in g["params"]], c.clip_grad
+                    )
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            self._call("on_batch_end", batch, out)
+            # accumulate on device: no host sync inside the loop
+            sums["loss"] = sums.get("loss", 0) + loss.detach().float()
+            for k, v in out.losses.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            n_batches += 1
+            if self.device.type == "cpu" and c.progress:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        if n_batches == 0:
+            raise ValueError("the training loader yielded no batches (empty split or batch_size > size with drop_last)")
+        return {f"train_{k}": float(v) / n_batches for k, v in sums.items()}
+
+    def fit(self, train_loader, valid_loader, resume: bool = False) -> list[dict]:
+        """Train up to ``config.epochs`` epochs with early stopping; returns the history."""
+        c = self.config
+        if self.distributed:
+            train_loader = self._distributed_loader(train_loader)
+        self._call("on_fit_start")  # before resume: callbacks may own optimisers to restore
+        if resume:
+            self.load_checkpoint()
+        if self.out_dir is not None and _rank() == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        start = self.epoch + 1
+        epochs = range(start, c.epochs + 1)
+        for epoch in tqdm(epochs, desc="epochs", disable=not c.progress or _rank() != 0,
+                          initial=start - 1, total=c.epochs):
+            if self.bad_epochs >= c.patience:
+                break
+            self.epoch = epoch
+            self._reseed_epoch(train_loader, epoch)
+            self._call("on_epoch_start", epoch)
+            t0 = time.perf_counter()
+            logs = {"epoch": epoch, **self.train_epoch(train_loader, epoch)}
+            logs["train_seconds"] = time.perf_counter() - t0
+            if _rank() == 0:
+                valid = self.evaluate(valid_loader)
+                logs.update({f"valid_{k}": v for k, v in valid.items()})
+            self._call("on_epoch_end", epoch, logs)
+            if _rank() == 0:
+                score = logs.get(f"valid_{c.monitor}")
+                if score is None:
+                    raise KeyError(
+                        f"monitor metric {c.monitor!r} not among validation metrics "
+                        f"{sorted(k[6:] for k in logs if k.startswith('valid_'))}"
+                    )
+                if self._better(score):
+                    self.best_score, self.best_epoch = score, epoch
+                    self.best_metrics = {k[6:]: v for k, v in logs.items() if k.startswith("valid_")}
+                    self.bad_epochs = 0
+                    self._save_best()
+                elif epoch > c.patience_start_epoch:
+                    self.bad_epochs += 1
+                logs["best_epoch"] = self.best_epoch
+                self.history.append(logs)
+                self.save_checkpoint()
+            if self.distributed:  # every rank must agree on stopping
+                flag = torch.tensor([self.bad_epochs], device=self.device)
+                dist.broadcast(flag, 0)
+                self.bad_epochs = int(flag.item())
+        if c.restore_best and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    _best_state: Optional[dict] = None
+
+    def _save_best(self) -> None:
+        self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.out_dir is not None:
+            _atomic_save({"model": self._best_state, "epoch": self.epoch, "metrics": self.best_metrics},
+                         self.out_dir / "best.pt")
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_metrics": self.best_metrics,
+            "best_state": self._best_state,
+            "bad_epochs": self.bad_epochs,
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def save_checkpoint(self) -> None:
+        """Write ``last.pt`` (everything needed to resume) and ``history.json``."""
+        if self.out_dir is None:
+            return
+        _atomic_save(self.state_dict(), self.out_dir / "last.pt")
+        with open(self.out_dir / "history.json", "w") as f:
+            json.dump(self.history, f, indent=1, default=float)
+
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+        path = Path(path) if path else (self.out_dir / "last.pt" if self.out_dir else None)
+        if path is None or not path.exists():
+            raise FileNotFoundError(f"no checkpoint to resume from at {path} (set TrainConfig.out_dir)")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = state["epoch"]
+        self.history = state["history"]
+        self.best_score = state["best_score"]
+        self.best_epoch = state["best_epoch"]
+        self.best_metrics = state["best_metrics"]
+        self._best_state = state["best_state"]
+        self.bad_epochs = state["bad_epochs"]
+        for cb, s in zip(self.callbacks, state.get("callbacks", [])):
+            if s is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(s)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict(self, loader, transform=None, keep_extras: Sequence[str] = (), keep_batches: bool = False) -> dict:
+        """Run the model in eval mode; returns numpy ``pred``, ``label``, chosen ``extras``."""
+        transform = transform if transform is not None else self.eval_transform
+        self.model.eval()
+        preds, labels, losses = [], [], {}
+        extras: dict[str, list] = {k: [] for k in keep_extras}
+        batches = []
+        n = 0
+        for i, batch in enumerate(loader):
+            batch = batch.to(self.device)
+            if transform is not None:
+                batch = transform(batch, i)
+            with self.autocast():
+                out = self.model(batch)
+            preds.append(_to_numpy(out.pred))
+            labels.append(batch.label.detach().cpu().numpy())
+            for k, v in out.losses.items():
+                losses[k] = losses.get(k, 0.0) + float(v) * batch.size
+            losses["loss"] = losses.get("loss", 0.0) + (float(out.loss) * batch.size if out.losses else 0.0)
+            n += batch.size
+            for k in keep_extras:
+                if k not in out.extras:
+                    raise KeyError(f"extras has no {k!r}; available: {sorted(out.extras)}")
+                v = out.extras[k]
+                extras[k].append(_to_numpy(v) if isinstance(v, torch.Tensor) else v)
+            if keep_batches:
+                batches.append(batch.to("cpu"))
+        if n == 0:
+            raise ValueError("the evaluation loader yielded no batches (empty split?)")
+        result = {
+            "pred": np.concatenate(preds),
+            "label": np.concatenate(labels),
+            "losses": {k: v / n for k, v in losses.items()},
+            "extras": {k: (np.concatenate(v) if v and isinstance(v[0], np.ndarray) else v) for k, v in extras.items()},
+        }
+        if keep_batches:
+            result["batches"] = batches
+        return result
+
+    def evaluate(self, loader, transform=None) -> dict:
+        """Metrics of ``mmsa.metrics`` for the task, plus the mean loss terms."""
+        from mmsa import metrics
+
+        res = self.predict(loader, transform)
+        if self.config.task == "classification":
+            logits = torch.as_tensor(res["pred"])
+            m = metrics.classification_metrics(torch.softmax(logits, -1).numpy(), res["label"])
+        else:
+            m = metrics.regression_metrics(res["pred"], res["label"], self.config.metric_dataset)
+        m.update(res["losses"])
+        return {k: float(v) for k, v in m.items()}
+
+
+def fit_and_test(model, train_loader, valid_loader, test_loader, config: TrainConfig, **kw) -> tuple[Trainer, dict]:
+    """Convenience for notebooks: train with early stopping, then test metrics of the best model."""
+    trainer = Trainer(model, config, **kw)
+    trainer.fit(train_loader, valid_loader)
+    return trainer, trainer.evaluate(test_loader)
