@@ -327,6 +327,9 @@ class Trainer:
                 self.bad_epochs = int(flag.item())
         if c.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+        if self.distributed:  # rank 0 chose the best weights: give them to every rank
+            for t in self.model.state_dict().values():
+                dist.broadcast(t, 0)
         return self.history
 
     # ------------------------------------------------------------------ checkpoints
