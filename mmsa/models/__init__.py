@@ -17,6 +17,12 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _MODULES = {
     "lf_dnn": "mmsa.models.baselines",
     "ef_lstm": "mmsa.models.baselines",
+    "tfn": "mmsa.models.baselines",
+    "lmf": "mmsa.models.baselines",
+    "mult": "mmsa.models.baselines",
+    "misa": "mmsa.models.baselines",
+    "self_mm": "mmsa.models.baselines",
+    "tfr_net": "mmsa.models.baselines",
     "emt_dlfr": "mmsa.models.emt_dlfr",
     "dast_gan": "mmsa.models.dast_gan",
     "ufen_mtfn": "mmsa.models.ufen_mtfn",

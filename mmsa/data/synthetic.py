@@ -1,0 +1,352 @@
+"""SynthMSA: a seeded multimodal sentiment dataset whose ground truth is known (SPEC §4.2).
+
+Real MSA benchmarks cannot tell us *why* a model works: nobody knows how much each modality
+really says about a clip, or when in the clip it says it.  SynthMSA writes the exact MMSA
+pickle format (so every loader path is exercised) and stores that hidden truth beside the
+features.  The story of one sample:
+
+1. **Latent sentiment** ``s`` in [-3, 3] with a MOSI-like histogram (most mass around
+   +-1..2, fewer extremes, a neutral bump), rounded to steps of 0.2; the label is ``s``
+   (``kind="sims"``: ``s/3`` on [-1, 1], also in steps of 0.2).
+2. **Reliability** ``r = (r_text, r_audio, r_vision)`` depends on polarity: negative clips
+   are told mostly in words (0.9, 0.35, 0.3); strongly positive ones (s > 1.5) mostly by
+   voice and face (0.35, 0.9, 0.85); the rest are balanced (0.6, 0.6, 0.6); plus jitter.
+3. **Conflict**: about 10% of the polar clips have one modality (chosen at random) that
+   expresses the *opposite* sign (sarcasm, a forced smile).  Each modality's expressed
+   sentiment ``e_m`` is ``s`` or ``-s``; the unimodal labels ``regression_labels_T/A/V``
+   record what each modality actually expresses, as CH-SIMS does.
+4. **Text**: an English sentence written from ``mmsa.data.lexicon`` (intensities,
+   intensifiers, negation, filler openers/subjects/sentences) whose sentiment phrase is a
+   noisy function of ``e_text``.  Text reliability works by *replacement*: with probability
+   ``1 - r_text`` the phrase is written for an unrelated random sentiment instead.  The
+   sentence is tokenised with the MiniLM tokenizer into ``text_bert`` and encoded by the
+   frozen MiniLM into ``text`` (last-layer token states, 384-d; padding rows are 0).
+   The token span of the sentiment words is the text cue window.
+5. **Audio / vision**: AR(1) noise (phi = 0.8) plus a per-clip offset, zero padded after a
+   per-clip valid length; inside one short window ``[t0, t0 + w)`` (w = 10-25% of the
+   valid length: expressions are bursts) a cue is added: a fixed random "valence"
+   direction scaled by ``r_m * e_m / 3`` plus a weaker "arousal" direction scaled by
+   ``r_m * |e_m| / 3``.
+6. ``kind="3class"`` (seed 002): same story with more neutral clips; class 0 if s < -0.5,
+   1 if |s| <= 0.5, 2 otherwise (``classification_labels``; ``regression_labels`` keeps s).
+   Vision is a 7x7 grid of image-patch features (49 tokens); its cue lives in a random
+   2-3 x 2-3 block of patches and the cue window is [first, last + 1) of the block's
+   patches in the flattened (row-major) grid.
+
+Ground-truth keys: ``truth_reliability`` (N,3), ``truth_cue_window`` (N,3,2) [start, end)
+in each modality's own steps (text: token positions incl. [CLS]), ``truth_conflict`` (N,).
+Everything comes from ``numpy.random.SeedSequence(seed)``: the same seed gives
+byte-identical arrays (the MiniLM forward is deterministic on a given machine).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import lfilter
+
+from mmsa.data.lexicon import ADJECTIVES, PHRASES, lexicon_score
+from mmsa.data.mmsa_pickle import load_features
+
+GENERATOR_VERSION = 1
+KINDS = {
+    # kind: (dataset name, default lengths (L, Ta, Tv), default dims (Da, Dv), neutral share)
+    "mosi": ("synth_mosi", (50, 375, 500), (5, 20), 0.15),
+    "sims": ("synth_sims", (39, 400, 55), (33, 709), 0.15),
+    "3class": ("synth3", (50, 100, 49), (32, 64), 0.30),
+}
+RELIABILITY = {"negative": (0.9, 0.35, 0.3), "neutral": (0.6, 0.6, 0.6), "strong_positive": (0.35, 0.9, 0.85)}
+CONFLICT_RATE = 0.10
+AR_PHI = 0.8
+CUE_SCALE = 3.0  # cue amplitude along the valence direction at r_m * |e_m| = 3
+
+# --------------------------------------------------------------------------- sentences
+OPENERS = ["I think", "Honestly,", "To be honest,", "Overall,", "In my opinion,", "Well,",
+           "I felt that", "I have to say", "So", "For me,"]
+SUBJECTS = [("the movie", "sg"), ("the film", "sg"), ("the plot", "sg"), ("the acting", "sg"),
+            ("the story", "sg"), ("the ending", "sg"), ("the soundtrack", "sg"),
+            ("this movie", "sg"), ("the dialogue", "sg"), ("the characters", "pl"),
+            ("the jokes", "pl"), ("the effects", "pl")]
+VERBS = {"sg": ["was", "is", "seemed", "felt"], "pl": ["were", "are", "seemed", "felt"]}
+FILLERS = ["I watched it last weekend.", "It runs about two hours.", "I saw it with a friend.",
+           "We went to the late show.", "The theater was almost full.", "It came out last year.",
+           "My sister picked it.", "I had heard a lot about it."]
+_PHRASE_SCORES = np.array([p[1] for p in PHRASES])
+_PHRASE_NEGATED = np.array([p[0][0] == "not" for p in PHRASES])
+
+
+def _pick_phrase(rng: np.random.Generator, target: float, noise: float = 0.4) -> str:
+    """A lexicon phrase whose score is near ``target`` (Gaussian weights: a noisy choice)."""
+    w = np.exp(-0.5 * ((_PHRASE_SCORES - target) / noise) ** 2) * np.where(_PHRASE_NEGATED, 0.4, 1.0)
+    w = w + 1e-12
+    return " ".join(PHRASES[rng.choice(len(PHRASES), p=w / w.sum())][0])
+
+
+def write_sentence(rng: np.random.Generator, target: float, short: bool = False) -> tuple[str, tuple[int, int]]:
+    """One review sentence expressing ``target``; returns (sentence, char span of sentiment words).
+
+    e.g. "Honestly, the plot was not very good. I saw it with a friend."
+    """
+    subject, number = SUBJECTS[rng.integers(len(SUBJECTS))]
+    verb = VERBS[number][rng.integers(4)]
+    sentiment = _pick_phrase(rng, target)
+    if not short and rng.random() < 0.25:  # "very good and really funny"
+        sentiment += " and " + _pick_phrase(rng, target)
+    head = ""
+    if not short and rng.random() < 0.7:
+        head = OPENERS[rng.integers(len(OPENERS))] + " "
+    head += f"{subject} {verb} "
+    start = len(head)
+    sentence = head + sentiment + "."
+    if not short and rng.random() < 0.4:
+        sentence += " " + FILLERS[rng.integers(len(FILLERS))]
+    return sentence[0].upper() + sentence[1:], (start, start + len(sentiment))
+
+
+# --------------------------------------------------------------------------- latent & labels
+def _grid(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Round to steps of 0.2 inside [lo, hi] (and turn -0.0 into 0.0)."""
+    return (np.clip(np.round(np.asarray(x) * 5.0) / 5.0, lo, hi) + 0.0).astype(np.float32)
+
+
+def sample_latent(rng: np.random.Generator, n: int, neutral: float = 0.15) -> np.ndarray:
+    """MOSI-like sentiment: a neutral bump plus polar mass around |s| ~ 1.5, clipped to [-3, 3]."""
+    is_neutral = rng.random(n) < neutral
+    sign = np.where(rng.random(n) < 0.55, 1.0, -1.0)
+    magnitude = np.abs(rng.normal(1.5, 0.8, n))
+    return np.clip(np.where(is_neutral, rng.normal(0.0, 0.35, n), sign * magnitude), -3.0, 3.0)
+
+
+def reliability_for(s: np.ndarray) -> np.ndarray:
+    """Base reliability (N,3) by polarity of the sentiment (before jitter)."""
+    r = np.tile(np.array(RELIABILITY["neutral"]), (len(s), 1))
+    r[s < -0.5] = RELIABILITY["negative"]
+    r[s > 1.5] = RELIABILITY["strong_positive"]
+    return r
+
+
+# --------------------------------------------------------------------------- audio / vision
+def _frames(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, T: int, D: int):
+    """AR(1) frames with a sentiment burst.  Returns (x (N,T,D), lengths (N,), window (N,2))."""
+    N = len(e)
+    valence, arousal = _directions(rng, D)
+    lengths = rng.integers(int(np.ceil(0.5 * T)), T + 1, N)
+    eps = rng.standard_normal((N, T, D))
+    x = lfilter([np.sqrt(1 - AR_PHI ** 2)], [1.0, -AR_PHI], eps, axis=1)
+    x += rng.normal(0.0, 0.3, (N, 1, D))  # per-clip offset (speaker / face identity)
+    w = np.maximum(2, np.round(rng.uniform(0.10, 0.25, N) * lengths)).astype(np.int64)
+    t0 = (rng.random(N) * (lengths - w + 1)).astype(np.int64)
+    cue = CUE_SCALE * ((r * e / 3.0)[:, None] * valence + 0.5 * (r * np.abs(e) / 3.0)[:, None] * arousal)
+    t = np.arange(T)[None, :]
+    inside = (t >= t0[:, None]) & (t < (t0 + w)[:, None])
+    x += inside[..., None] * cue[:, None, :]
+    x *= (t < lengths[:, None])[..., None]
+    return x.astype(np.float32), lengths, np.stack([t0, t0 + w], 1)
+
+
+def _patches(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, D: int, grid: int = 7):
+    """A grid x grid map of patch features; the cue sits on a random 2-3 x 2-3 block."""
+    N = len(e)
+    valence, arousal = _directions(rng, D)
+    x = rng.standard_normal((N, grid * grid, D)) + rng.normal(0.0, 0.3, (N, 1, D))
+    bh, bw = rng.integers(2, 4, N), rng.integers(2, 4, N)
+    r0 = (rng.random(N) * (grid - bh + 1)).astype(np.int64)
+    c0 = (rng.random(N) * (grid - bw + 1)).astype(np.int64)
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
+    inside = ((rows[None] >= r0[:, None]) & (rows[None] < (r0 + bh)[:, None])
+              & (cols[None] >= c0[:, None]) & (cols[None] < (c0 + bw)[:, None]))
+    cue = CUE_SCALE * ((r * e / 3.0)[:, None] * valence + 0.5 * (r * np.abs(e) / 3.0)[:, None] * arousal)
+    x += inside[..., None] * cue[:, None, :]
+    window = np.stack([r0 * grid + c0, (r0 + bh - 1) * grid + c0 + bw], 1)
+    return x.astype(np.float32), np.full(N, grid * grid, np.int64), window
+
+
+def _directions(rng: np.random.Generator, D: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two orthonormal directions: where valence and arousal live in this modality."""
+    q, _ = np.linalg.qr(rng.standard_normal((D, 2)))
+    if D == 1:
+        return q[:, 0], np.zeros(D)
+    return q[:, 0], q[:, 1]
+
+
+# --------------------------------------------------------------------------- text encoder
+@functools.lru_cache(maxsize=2)
+def _text_model(path: str):
+    from transformers import AutoTokenizer, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = BertModel.from_pretrained(path).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return tokenizer, model
+
+
+def _encode(model, ids: np.ndarray, mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Frozen last-layer token states; each batch is cut to its longest sentence, pads are 0."""
+    import torch
+
+    N, L = ids.shape
+    out = np.zeros((N, L, model.config.hidden_size), np.float32)
+    with torch.no_grad():
+        for i in range(0, N, batch_size):
+            m = mask[i:i + batch_size]
+            n = int(m.sum(1).max())
+            h = model(input_ids=torch.from_numpy(ids[i:i + batch_size, :n]),
+                      attention_mask=torch.from_numpy(m[:, :n]),
+                      token_type_ids=torch.zeros_like(torch.from_numpy(m[:, :n]))).last_hidden_state
+            out[i:i + batch_size, :n] = h.float().numpy() * m[:, :n, None]
+    return out
+
+
+# --------------------------------------------------------------------------- the generator
+def _resolve(kind: str, lengths, dims):
+    if kind not in KINDS:
+        raise ValueError(f"unknown SynthMSA kind {kind!r}; choose one of {list(KINDS)}")
+    dataset, default_lengths, default_dims, neutral = KINDS[kind]
+    lengths = tuple(int(v) for v in (lengths or default_lengths))
+    if len(lengths) != 3:
+        raise ValueError(f"lengths must be (L_text, T_audio, T_vision), got {lengths}")
+    if kind == "3class" and lengths[2] != 49:
+        raise ValueError(f"the 3class variant has a 7x7 vision grid: T_vision must be 49, got {lengths[2]}")
+    if lengths[0] < 16 or min(lengths[1:]) < 8:
+        raise ValueError(f"lengths {lengths} too short: need L_text >= 16 and T_audio, T_vision >= 8")
+    dims = tuple(dims) if dims is not None else (None, *default_dims)
+    if len(dims) == 2:
+        dims = (None, *dims)
+    if len(dims) != 3 or min(int(d) for d in dims[1:]) < 1:
+        raise ValueError(f"dims must be (text_dim or None, audio_dim, vision_dim), got {dims}")
+    return dataset, lengths, (dims[0], int(dims[1]), int(dims[2])), neutral
+
+
+def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 0, lengths=None,
+                   dims=None, text_model="minilm", cache_dir=None) -> Path:
+    """Write a SynthMSA pickle in the public MMSA format (plus ``truth_*`` keys) to ``path``.
+
+    kind:       "mosi" ([-3,3] labels), "sims" ([-1,1] labels, SIMS-like dims) or "3class"
+    sizes:      (train, valid, test) sample counts
+    lengths:    (L_text, T_audio, T_vision); defaults per kind (mosi 50/375/500, sims
+                39/400/55, 3class 50/100/49)
+    dims:       (text_dim or None, audio_dim, vision_dim); text_dim is the encoder's width
+                (MiniLM: 384); defaults mosi (5, 20), sims (33, 709), 3class (32, 64)
+    text_model: "minilm" or a local BERT directory (see ``mmsa.pretrained``)
+    cache_dir:  optional folder caching encoded text features by content hash
+    """
+    from mmsa.pretrained import resolve_text_model
+
+    dataset, (L, Ta, Tv), (Dt, Da, Dv), neutral = _resolve(kind, lengths, dims)
+    sizes = tuple(int(n) for n in sizes)
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise ValueError(f"sizes must be three positive counts (train, valid, test), got {sizes}")
+    N = sum(sizes)
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
+    rng_latent, rng_text, rng_audio, rng_vision, rng_rel, rng_conf = streams
+
+    # 1-3: latent sentiment, reliability by polarity, conflicts
+    s = _grid(sample_latent(rng_latent, N, neutral), -3, 3).astype(np.float64)
+    r = np.clip(reliability_for(s) + rng_rel.normal(0.0, 0.05, (N, 3)), 0.05, 1.0)
+    polar = np.abs(s) >= 0.6
+    p = min(1.0, CONFLICT_RATE / max(polar.mean(), 1e-6))
+    conflict = polar & (rng_conf.random(N) < p)
+    conflict_mod = rng_conf.integers(0, 3, N)
+    e = np.repeat(s[:, None], 3, 1)
+    e[conflict, conflict_mod[conflict]] *= -1
+
+    # 4: text (replacement realises r_text; a text conflict is always written as such)
+    replaced = (rng_text.random(N) > r[:, 0]) & ~(conflict & (conflict_mod == 0))
+    random_sentiment = sample_latent(rng_text, N, neutral)
+    e_text = np.where(replaced, random_sentiment, e[:, 0])
+    tokenizer, model = _text_model(str(resolve_text_model(text_model)))
+    if Dt is not None and int(Dt) != model.config.hidden_size:
+        raise ValueError(f"text_dim {Dt} does not match the text encoder's width {model.config.hidden_size}")
+    sentences, spans = zip(*(write_sentence(rng_text, v) for v in e_text))
+    sentences, spans = list(sentences), list(spans)
+    too_long = [i for i, ids in enumerate(tokenizer(sentences)["input_ids"]) if len(ids) > L]
+    for i in too_long:  # retry without opener/filler so the sentiment words are never cut off
+        sentences[i], spans[i] = write_sentence(rng_text, e_text[i], short=True)
+    enc = tokenizer(sentences, padding="max_length", truncation=True, max_length=L,
+                    return_offsets_mapping=True, return_tensors="np")
+    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+    text_bert = np.stack([ids, mask, np.zeros_like(ids)], 1)
+    text_window = np.zeros((N, 2), np.int64)
+    for i, (c0, c1) in enumerate(spans):
+        off = enc["offset_mapping"][i]
+        hit = np.flatnonzero((mask[i] == 1) & (off[:, 1] > off[:, 0]) & (off[:, 0] < c1) & (off[:, 1] > c0))
+        text_window[i] = (hit[0], hit[-1] + 1) if len(hit) else (1, max(2, int(mask[i].sum()) - 1))
+    text = _cached_encode(model, ids, mask, text_model, cache_dir)
+    label_text = np.array([lexicon_score(t) for t in sentences])
+
+    # 5-6: audio frames; vision frames or the 7x7 patch grid
+    audio, audio_len, audio_window = _frames(rng_audio, e[:, 1], r[:, 1], Ta, Da)
+    if kind == "3class":
+        vision, vision_len, vision_window = _patches(rng_vision, e[:, 2], r[:, 2], Dv)
+    else:
+        vision, vision_len, vision_window = _frames(rng_vision, e[:, 2], r[:, 2], Tv, Dv)
+
+    lo, hi, scale = (-1.0, 1.0, 1 / 3) if kind == "sims" else (-3.0, 3.0, 1.0)
+    data = {
+        "raw_text": np.array(sentences), "id": np.array([f"synth{seed}_{i:05d}$_$0" for i in range(N)]),
+        "text": text, "text_bert": text_bert, "audio": audio, "vision": vision,
+        "audio_lengths": audio_len.astype(np.int64), "vision_lengths": vision_len.astype(np.int64),
+        "regression_labels": _grid(s * scale, lo, hi),
+        "regression_labels_T": _grid(label_text * scale, lo, hi),
+        "regression_labels_A": _grid(e[:, 1] * scale, lo, hi),
+        "regression_labels_V": _grid(e[:, 2] * scale, lo, hi),
+        "truth_reliability": r.astype(np.float32),
+        "truth_cue_window": np.stack([text_window, audio_window, vision_window], 1).astype(np.int64),
+        "truth_conflict": conflict,
+    }
+    if kind == "3class":
+        data["classification_labels"] = np.where(s < -0.5, 0, np.where(s <= 0.5, 1, 2)).astype(np.int64)
+    bounds = np.cumsum((0,) + sizes)
+    out = {name: {k: v[bounds[j]:bounds[j + 1]] for k, v in data.items()}
+           for j, name in enumerate(("train", "valid", "test"))}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(out, f, protocol=4)
+    os.replace(tmp, path)  # atomic: parallel notebooks never read a half-written file
+    return path
+
+
+def _cached_encode(model, ids, mask, text_model, cache_dir) -> np.ndarray:
+    if cache_dir is None:
+        return _encode(model, ids, mask)
+    key = hashlib.sha1(ids.tobytes() + mask.tobytes() + str(text_model).encode()).hexdigest()[:16]
+    file = Path(cache_dir) / f"text_{key}.npy"
+    if file.exists():
+        return np.load(file)
+    feats = _encode(model, ids, mask)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    np.save(file, feats)
+    return feats
+
+
+def synthetic_path(kind="mosi", sizes=(300, 100, 100), seed=0, root="data/synth", lengths=None,
+                   dims=None, text_model="minilm") -> Path:
+    """The cache file name: it encodes everything the content depends on."""
+    _, (L, Ta, Tv), (_, Da, Dv), _ = _resolve(kind, lengths, dims)
+    tm = "minilm" if str(text_model).lower().startswith("minilm") else Path(str(text_model)).name
+    n = "-".join(str(int(v)) for v in sizes)
+    return Path(root) / f"synth_{kind}_n{n}_s{seed}_L{L}-{Ta}-{Tv}_d{Da}-{Dv}_{tm}_v{GENERATOR_VERSION}.pkl"
+
+
+def synthetic_splits(kind: str = "mosi", sizes=(300, 100, 100), seed: int = 0, root="data/synth",
+                     zscore: bool = False, verbose: bool = True, **kw) -> dict:
+    """Make (once, cached under ``root``) and load a SynthMSA file: {"train"|"valid"|"test": MSASplit}.
+
+    ``kw`` goes to ``make_synthetic`` (lengths, dims, text_model, cache_dir).
+    """
+    path = synthetic_path(kind, sizes, seed, root, kw.get("lengths"), kw.get("dims"),
+                          kw.get("text_model", "minilm"))
+    if not path.exists():
+        make_synthetic(path, kind=kind, sizes=sizes, seed=seed, **kw)
+    return load_features(path, KINDS[kind][0], zscore=zscore, verbose=verbose)
+
+
+__all__ = ["make_synthetic", "synthetic_splits", "synthetic_path", "write_sentence", "sample_latent",
+           "reliability_for", "ADJECTIVES", "KINDS"]

@@ -1,0 +1,148 @@
+"""EMT: Efficient Multimodal Transformer with mutual promotion (SPEC §3.2).
+
+Notation: G ∈ (B, 3, D) is the global multimodal context (one token per modality),
+X_m ∈ (B, T_m, D) the local stream of modality m.  One EMT layer does, for every m in parallel,
+
+    X_m^k   = Block(query=X_m^{k-1}, context=G^{k-1})          local  <- global   (Eq. 1)
+    G^(m),k = Block(query=G^{k-1},   context=X_m^{k-1})        global <- local    (Eq. 2)
+    G^k     = Σ_m a_m G^(m),k,   a = softmax_m(w2ᵀ tanh(W1 vec(G^(m),k)))         (Eq. 3)
+
+where Block = PreNorm cross-attention -> PreNorm (masked) self-attention -> PreNorm GEGLU FFN,
+each with a residual.  One Block (and one pooling) is shared by both directions, all
+modalities and all layers.  DAST-GAN swaps Eq. 3 for its dynamic attention (``mmsa.fusion.dam``).
+
+Masks are boolean, True = valid.  A query whose keys are all masked (e.g. a modality with no
+valid step) gets a zero attention output (and zero weights) instead of NaN.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def sinusoidal_positions(T: int, D: int, device=None, dtype=torch.float32) -> Tensor:
+    """(T, D) fixed sinusoidal position codes (Vaswani et al.)."""
+    pos = torch.arange(T, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, D, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / D))
+    pe = torch.zeros(T, D, device=device, dtype=torch.float32)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: D // 2])
+    return pe.to(dtype)
+
+
+def masked_attention(mha: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
+                     valid: Optional[Tensor] = None, attn_bias: Optional[Tensor] = None,
+                     need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+    """``nn.MultiheadAttention`` (batch_first) with a NaN-free key mask.
+
+    valid:     (B, S) bool, True = the key may be attended; None = all keys valid.
+    attn_bias: optional additive float bias (B, T, S), shared by all heads.
+    Returns (out (B,T,D), weights (B,heads,T,S) or None).  Samples with no valid key get
+    out = 0 and weights = 0.
+    """
+    B, T, _ = query.shape
+    S = key.shape[1]
+    H = mha.num_heads
+    empty = keep = mask = None
+    if valid is not None:
+        valid = valid.bool()
+        empty = ~valid.any(1)                        # (B,)
+        keep = valid | empty[:, None]                # let empty rows attend anywhere, zeroed below
+    if attn_bias is not None:                        # one float mask (B*H, T, S), batch-major
+        mask = attn_bias.to(query.dtype).expand(B, T, S)
+        if keep is not None:
+            mask = mask.masked_fill(~keep[:, None], float("-inf"))
+        mask = mask.repeat_interleave(H, dim=0)
+        keep = None
+    out, w = mha(query, key, value, attn_mask=mask, key_padding_mask=None if keep is None else ~keep,
+                 need_weights=need_weights, average_attn_weights=False)
+    if empty is not None:
+        alive = (~empty).to(out.dtype)
+        out = out * alive[:, None, None]
+        if w is not None:
+            w = w * alive.to(w.dtype)[:, None, None, None]
+    return out, w
+
+
+class GEGLU(nn.Module):
+    """FFN(x) = W2 (x W_a ⊙ GELU(x W_g)), Shazeer 2020."""
+
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.inp = nn.Linear(dim, 2 * mult * dim)
+        self.out = nn.Linear(mult * dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, gate = self.inp(x).chunk(2, dim=-1)
+        return self.out(self.dropout(a * F.gelu(gate)))
+
+
+class PromotionBlock(nn.Module):
+    """x <- x + CrossAttn(LN(x), LN(ctx)); x <- x + SelfAttn(LN(x)); x <- x + GEGLU(LN(x))."""
+
+    def __init__(self, dim: int, heads: int = 4, dropout: float = 0.0, ff_mult: int = 4):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"d_model={dim} must be divisible by n_heads={heads}")
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_ctx = nn.LayerNorm(dim)
+        self.cross = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = GEGLU(dim, ff_mult, dropout)
+
+    def forward(self, x: Tensor, ctx: Tensor, x_valid: Optional[Tensor] = None,
+                ctx_valid: Optional[Tensor] = None) -> Tensor:
+        c = self.norm_ctx(ctx)
+        x = x + masked_attention(self.cross, self.norm_q(x), c, c, ctx_valid)[0]
+        h = self.norm_self(x)
+        x = x + masked_attention(self.self_attn, h, h, h, x_valid)[0]
+        return x + self.ff(self.norm_ff(x))
+
+
+class AttentionPooling(nn.Module):
+    """EMT's pooling of the per-modality candidates (Eq. 3): scores Linear-tanh-Linear on vec(G^(m))."""
+
+    def __init__(self, dim: int, n_tokens: int = 3):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(n_tokens * dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+
+    def forward(self, g_prev: Tensor, cands: Tensor) -> tuple[Tensor, Tensor]:
+        # cands: (B, M, 3, D) -> weights (B, M) -> G (B, 3, D)
+        a = self.score(cands.flatten(2)).squeeze(-1).softmax(-1)
+        return torch.einsum("bm,bmtd->btd", a, cands), a
+
+
+PoolFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+class EMT(nn.Module):
+    """Stack of ``n_layers`` mutual-promotion layers with one shared ``PromotionBlock``."""
+
+    def __init__(self, dim: int, n_layers: int = 3, heads: int = 4, dropout: float = 0.0,
+                 ff_mult: int = 4, pooling: bool = True):
+        super().__init__()
+        self.n_layers = n_layers
+        self.block = PromotionBlock(dim, heads, dropout, ff_mult)
+        self.pool = AttentionPooling(dim) if pooling else None
+
+    def forward(self, g: Tensor, xs: list[Tensor], valid: list[Tensor],
+                pool: Optional[PoolFn] = None) -> tuple[Tensor, list[Tensor], Tensor]:
+        """g (B,3,D), xs[m] (B,T_m,D), valid[m] (B,T_m) bool -> (G^L, [X_m^L], weights (B,L,M))."""
+        pool = pool or self.pool
+        if pool is None:
+            raise ValueError("EMT built with pooling=False needs a pool function")
+        weights = []
+        for _ in range(self.n_layers):
+            new_xs = [self.block(x, g, x_valid=v) for x, v in zip(xs, valid)]          # Eq. 1
+            cands = torch.stack([self.block(g, x, ctx_valid=v) for x, v in zip(xs, valid)], 1)  # Eq. 2
+            g, a = pool(g, cands)                                                     # Eq. 3
+            xs = new_xs
+            weights.append(a)
+        return g, xs, torch.stack(weights, 1)

@@ -1,0 +1,120 @@
+"""STA: spatio-temporal attention after the EMT layers (DAST-GAN, SPEC §3.3).
+
+    A_m = Align(Q_m, X_m^L)                       T learnable queries per modality    (Eq. 8)
+          step t is anchored at relative time (t+½)/T of each sequence by an additive
+          Gaussian bias −(r_k − (t+½)/T)² / (2σ²) on key k at relative time r_k = (k+½)/len
+          (σ = ``align_sigma``; None/0 = pure content alignment).  Keys: valid, observed steps.
+    H_t  = A + TemporalSelfAttn(LN(A))            within each modality over the T steps (Eq. 9)
+    H_s  = A + SpatialAttn(LN(A + e_m), [·; ḡ])   across the 3 modalities at each step,
+                                                  + the pooled global token ḡ (always valid) (Eq. 10)
+    g    = σ(W[H_t; H_s]);  S = g⊙H_t + (1−g)⊙H_s;  S ← S + FFN(LN(S))                  (Eq. 11)
+    s    = Σ_m α_m · mean_t S_m                   masked mean over steps of available m   (Eq. 12)
+
+``temporal_attention`` (B, heads, 3, T): entry [b, h, m, t] is the attention that the temporal
+self-attention (Eq. 9) of head h puts on aligned step t of modality m, averaged over the T
+query steps, i.e. mean_q softmax_t(q_q·k_t/√d).  Each (b, h, m) row sums to 1 over t; rows of
+a modality with no observed step are 0.  Because step t is anchored at relative time (t+½)/T,
+a cue in the modality's own steps [s, e) of a sequence of length n lies at aligned steps
+≈ [s·T/n, e·T/n).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from mmsa.fusion.emt import GEGLU, masked_attention, sinusoidal_positions
+
+
+def alignment_bias(lengths: Tensor, T: int, S: int, sigma: float, dtype) -> Tensor:
+    """(B, T, S) additive bias anchoring aligned step t at relative time (t+½)/T."""
+    n = lengths.clamp(min=1).to(torch.float32)[:, None, None]
+    r = (torch.arange(S, device=lengths.device, dtype=torch.float32)[None, None] + 0.5) / n
+    c = (torch.arange(T, device=lengths.device, dtype=torch.float32)[None, :, None] + 0.5) / T
+    return (-(r - c) ** 2 / (2 * sigma ** 2)).to(dtype)
+
+
+class STA(nn.Module):
+    def __init__(self, dim: int, steps: int = 50, heads: int = 4, dropout: float = 0.0,
+                 ff_mult: int = 4, align_sigma: Optional[float] = 0.1, n_modalities: int = 3):
+        super().__init__()
+        self.steps, self.sigma = steps, align_sigma
+        self.queries = nn.Parameter(torch.randn(n_modalities, steps, dim) / math.sqrt(dim))
+        self.norm_align = nn.LayerNorm(dim)
+        self.align = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_t = nn.LayerNorm(dim)
+        self.temporal = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.modality_emb = nn.Parameter(torch.randn(n_modalities, dim) / math.sqrt(dim))
+        self.norm_s = nn.LayerNorm(dim)
+        self.spatial = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.gate = nn.Linear(2 * dim, dim)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = GEGLU(dim, ff_mult, dropout)
+
+    def forward(self, xs: list[Tensor], keys: list[Tensor], lengths: list[Tensor], g_pool: Tensor,
+                alpha: Tensor) -> tuple[Tensor, dict]:
+        """xs[m] (B,T_m,D), keys[m] (B,T_m) bool, lengths[m] (B,), g_pool (B,D), alpha (B,3) -> s (B,D)."""
+        B, D = g_pool.shape
+        T, M = self.steps, len(xs)
+        pe = sinusoidal_positions(T, D, g_pool.device, g_pool.dtype)
+        aligned, align_w = [], []
+        for m, (x, k, n) in enumerate(zip(xs, keys, lengths)):                      # Eq. 8
+            q = (self.queries[m].to(x.dtype) + pe).expand(B, T, D)
+            kv = self.norm_align(x)
+            bias = alignment_bias(n.to(x.device), T, x.shape[1], self.sigma, x.dtype) if self.sigma else None
+            a, w = masked_attention(self.align, q, kv, kv, k, bias, need_weights=True)
+            aligned.append(a)
+            align_w.append(w.mean(1))
+        A = torch.stack(aligned, 1)                                                 # (B,3,T,D)
+        avail = torch.stack([k.any(1) for k in keys], 1)                            # (B,3) bool
+        step_valid = avail[:, :, None].expand(B, M, T)
+
+        a = A.reshape(B * M, T, D)                                                  # Eq. 9
+        h = self.norm_t(a)
+        ht, wt = masked_attention(self.temporal, h, h, h, step_valid.reshape(B * M, T), need_weights=True)
+        Ht = (a + ht).reshape(B, M, T, D)
+        temporal_attention = wt.mean(2).reshape(B, M, -1, T).transpose(1, 2)      # (B,heads,3,T)
+
+        sp = (A + self.modality_emb.to(A.dtype)[None, :, None]).transpose(1, 2).reshape(B * T, M, D)  # Eq. 10
+        ctx = torch.cat([sp, g_pool[:, None].expand(B, T, D).reshape(B * T, 1, D)], 1)
+        ctx_valid = torch.cat([avail[:, None].expand(B, T, M).reshape(B * T, M),
+                               torch.ones(B * T, 1, dtype=torch.bool, device=A.device)], 1)
+        c = self.norm_s(ctx)
+        hs, _ = masked_attention(self.spatial, self.norm_s(sp), c, c, ctx_valid)
+        Hs = A + hs.reshape(B, T, M, D).transpose(1, 2)
+
+        g = torch.sigmoid(self.gate(torch.cat([Ht, Hs], -1)))                        # Eq. 11
+        S = g * Ht + (1 - g) * Hs
+        S = S + self.ff(self.norm_ff(S))
+
+        w = step_valid.to(S.dtype)[..., None]                                       # Eq. 12
+        pooled = (S * w).sum(2) / w.sum(2).clamp(min=1.0)                           # (B,3,D)
+        s = torch.einsum("bm,bmd->bd", alpha.to(pooled.dtype), pooled)
+        return s, {"temporal_attention": temporal_attention, "aligned": A,
+                   "alignment_attention": dict(zip(("text", "audio", "vision"), align_w))}
+
+
+class PlainSelfAttention(nn.Module):
+    """``use_sta=False``: one standard PreNorm self-attention + FFN layer per local stream,
+    masked mean over observed steps, combined by α (the paper's "w/o STA")."""
+
+    def __init__(self, dim: int, heads: int = 4, dropout: float = 0.0, ff_mult: int = 4):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = GEGLU(dim, ff_mult, dropout)
+
+    def forward(self, xs: list[Tensor], keys: list[Tensor], lengths: list[Tensor], g_pool: Tensor,
+                alpha: Tensor) -> tuple[Tensor, dict]:
+        pooled = []
+        for x, k in zip(xs, keys):
+            h = self.norm(x)
+            x = x + masked_attention(self.attn, h, h, h, k)[0]
+            x = x + self.ff(self.norm_ff(x))
+            w = k.to(x.dtype)[..., None]
+            pooled.append((x * w).sum(1) / w.sum(1).clamp(min=1.0))
+        s = torch.einsum("bm,bmd->bd", alpha.to(x.dtype), torch.stack(pooled, 1))
+        return s, {}

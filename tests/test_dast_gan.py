@@ -1,0 +1,283 @@
+"""DAST-GAN: 7 ablation variants, DAM availability/weights, STA maps, GAN schedule and D step."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mmsa.fusion.dam import availability
+from mmsa.models import build, count_parameters, inference_parameters
+from mmsa.models.dast_gan import GANSchedule, gan_patience_start
+from mmsa.types import Batch
+
+UNK, CLS, SEP = 100, 101, 102
+
+
+def make_batch(B=4, L=9, Ta=12, Tv=10, da=5, dv=20, drop=0.4, seed=0):
+    """Hand-built incomplete view (ids -> [UNK], frames -> 0) with ``missing`` masks and ``full``."""
+    g = torch.Generator().manual_seed(seed)
+    tl = torch.tensor([L, L - 2, 4, L - 1][:B])
+    al = torch.tensor([Ta, Ta - 3, 5, 2][:B])
+    vl = torch.tensor([Tv, 1, Tv - 4, 6][:B])
+    ids = torch.randint(1000, 2000, (B, L), generator=g)
+    ids[:, 0] = CLS
+    for b in range(B):
+        ids[b, tl[b] - 1] = SEP
+        ids[b, tl[b]:] = 0
+    mask = (torch.arange(L)[None] < tl[:, None]).long()
+    a = torch.randn(B, Ta, da, generator=g) * (torch.arange(Ta)[None] < al[:, None])[..., None]
+    v = torch.randn(B, Tv, dv, generator=g) * (torch.arange(Tv)[None] < vl[:, None])[..., None]
+    full = Batch(audio=a, vision=v, label=torch.rand(B, generator=g) * 6 - 3, text_ids=ids, text_mask=mask,
+                 audio_lengths=al, vision_lengths=vl)
+    mt = (torch.rand(B, L, generator=g) >= drop).float()
+    mt[(ids == CLS) | (ids == SEP) | (ids == 0)] = 1.0
+    ma = (torch.rand(B, Ta, generator=g) >= drop).float()
+    mv = (torch.rand(B, Tv, generator=g) >= drop).float()
+    return full.replace(text_ids=ids.masked_fill(mt == 0, UNK), audio=a * ma[..., None], vision=v * mv[..., None],
+                        missing={"text": mt, "audio": ma, "vision": mv}, full=full)
+
+
+TINY = dict(text_model="tiny", d_model=16, n_layers=2, n_heads=2, proj_dim=16, pred_hidden=8, mlp_hidden=32,
+            sta_steps=8, dam_hidden=16, disc_hidden=(32, 16))
+VARIANTS = {  # the paper's ablation table
+    "full": {}, "w/o DAM": dict(use_dam=False), "w/o STA": dict(use_sta=False), "w/o GAN": dict(use_gan=False),
+    "w/o DAM+STA": dict(use_dam=False, use_sta=False), "w/o DAM+GAN": dict(use_dam=False, use_gan=False),
+    "w/o STA+GAN": dict(use_sta=False, use_gan=False),
+}
+
+
+def tiny(**kw):
+    return build("dast_gan", dataset="mosi", **{**TINY, **kw})
+
+
+def fake_trainer(model):
+    return SimpleNamespace(model=model, device=torch.device("cpu"), epoch=1)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_trainable_parameter_gets_a_gradient(variant):
+    torch.manual_seed(0)
+    model = tiny(**VARIANTS[variant])
+    model.adv_weight = 0.1
+    out = model(make_batch())
+    assert out.pred.shape == (4,)
+    expected = {"task", "task_full", "attraction", "reconstruction"} | ({"adversarial"} if model.cfg.use_gan else set())
+    assert set(out.losses) == expected
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and p.grad is None and not n.startswith("discriminator.")]
+    assert not missing, missing
+    assert hasattr(model, "discriminator") == model.cfg.use_gan
+    assert hasattr(model, "dam") == model.cfg.use_dam
+
+
+def test_mosi_preset_shapes_and_extras():
+    torch.manual_seed(0)
+    model = build("dast_gan", dataset="mosi", text_model="tiny")
+    cfg = model.cfg
+    assert (cfg.d_model, cfg.n_layers, cfg.sta_steps, cfg.tau, cfg.w_adv) == (128, 3, 50, 1.2, 0.1)
+    assert model.discriminator[0].in_features == 512
+    out = model(make_batch())
+    assert out.extras["modality_weights"].shape == (4, 3)
+    assert out.extras["temporal_attention"].shape == (4, 4, 3, 50)
+    assert out.extras["f_full"].shape == (4, 512) and out.extras["f_miss"].shape == (4, 512)
+    assert not out.extras["f_full"].requires_grad
+    assert build("dast_gan", dataset="mosei", text_model="tiny").cfg.w_adv == 0.08
+
+
+def test_discriminator_gets_gradients_from_the_d_loss_and_changes_only_in_the_d_step():
+    torch.manual_seed(0)
+    model = tiny()
+    model.adv_weight = 0.1
+    trainer = fake_trainer(model)
+    sched = GANSchedule()
+    sched.on_fit_start(trainer)
+    sched.on_epoch_start(trainer, 8)
+    assert model.adv_weight == pytest.approx(0.03)
+    gen_params = [p for n, p in model.named_parameters() if not n.startswith("discriminator.")]
+    opt = torch.optim.Adam(gen_params, lr=1e-2)
+    d_before = {n: p.detach().clone() for n, p in model.discriminator.named_parameters()}
+    out = model(make_batch())
+    opt.zero_grad()
+    out.loss.backward()
+    opt.step()                                     # the Trainer's step: D untouched
+    for k, v in model.discriminator.named_parameters():
+        assert torch.equal(v, d_before[k]), k
+    g_before = [p.detach().clone() for p in gen_params]
+    grads = {}
+    for n, p in model.discriminator.named_parameters():
+        p.register_hook(lambda g, n=n: grads.__setitem__(n, g))
+    sched.on_batch_end(trainer, None, out)         # the D step
+    assert set(grads) == {n for n, _ in model.discriminator.named_parameters()}
+    assert all(g.abs().sum() > 0 for g in grads.values())
+    changed = [k for k, v in model.discriminator.named_parameters() if not torch.equal(v, d_before[k])]
+    assert len(changed) == len(d_before) == 6
+    assert all(torch.equal(a, b) for a, b in zip(g_before, gen_params))
+    logs = {}
+    sched.on_epoch_end(trainer, 8, logs)
+    assert set(logs) == {"adv_weight", "d_loss", "d_acc"} and 0.0 <= logs["d_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("epoch,lam", [(1, 0.0), (5, 0.0), (6, 0.01), (10, 0.05), (15, 0.1), (20, 0.1)])
+def test_lambda_schedule(epoch, lam):
+    assert GANSchedule(warmup=5, ramp=10, w_adv=0.1).lambda_at(epoch) == pytest.approx(lam)
+
+
+def test_patience_start_and_schedule_from_config():
+    model = tiny()
+    assert gan_patience_start(model.cfg) == 15 and gan_patience_start(model) == 15
+    assert gan_patience_start(tiny(use_gan=False)) == 0
+    s = model.gan_schedule()
+    assert (s.warmup, s.ramp, s.w_adv, s.lr, s.betas) == (5, 10, 0.1, 1e-4, (0.5, 0.999))
+
+
+def test_adversarial_term_skipped_when_weight_zero():
+    model = tiny()
+    model.adv_weight = 0.0
+    assert "adversarial" not in model(make_batch()).losses
+
+
+def test_schedule_state_roundtrip():
+    model = tiny()
+    model.adv_weight = 0.1
+    trainer = fake_trainer(model)
+    s1 = GANSchedule(warmup=2, ramp=3, w_adv=0.2)
+    s1.on_fit_start(trainer)
+    s1.on_batch_end(trainer, None, model(make_batch()))
+    state = s1.state_dict()
+    s2 = GANSchedule()
+    s2.load_state_dict(state)                       # before on_fit_start: kept pending
+    s2.on_fit_start(trainer)
+    assert (s2.warmup, s2.ramp, s2.w_adv) == (2, 3, 0.2)
+    assert s2.optimizer.state_dict()["state"].keys() == s1.optimizer.state_dict()["state"].keys()
+
+
+def test_eval_never_calls_the_discriminator():
+    model = tiny().eval()
+    model.adv_weight = 0.1
+
+    def boom(*args):
+        raise AssertionError("discriminator called in eval")
+
+    model.discriminator.register_forward_pre_hook(boom)
+    out = model(make_batch())
+    assert set(out.losses) == {"task"} and "f_full" not in out.extras
+    model.train()
+    with pytest.raises(AssertionError, match="discriminator called"):
+        model(make_batch())
+
+
+def test_availability_is_read_from_the_input_not_the_oracle_mask():
+    batch = make_batch(drop=0.0)
+    b2 = batch.replace(audio=batch.audio.clone(), text_ids=batch.text_ids.clone())
+    b2.audio[0, :6] = 0.0                 # 6 of 12 valid frames zeroed, missing mask says nothing
+    b2.text_ids[0, 1:5] = UNK             # 4 of 7 content tokens ([CLS]/[SEP] excluded)
+    b2.missing["vision"][:] = 0.0         # oracle says vision dropped, the data is intact
+    rho, keys = availability(b2)
+    assert rho[0, 0].item() == pytest.approx(3 / 7)
+    assert rho[0, 1].item() == pytest.approx(0.5)
+    assert torch.allclose(rho[:, 2], torch.ones(4))
+    assert keys["text"][0].sum() == 9 - 4 and keys["audio"][0].sum() == 6
+
+
+def test_fully_missing_modality_gets_weight_near_zero_and_no_nan():
+    torch.manual_seed(0)
+    model = tiny()
+    model.adv_weight = 0.1
+    batch = make_batch()
+    batch = batch.replace(vision=torch.zeros_like(batch.vision))
+    out = model(batch)
+    alpha = out.extras["modality_weights"]
+    assert (alpha[:, 2] < 0.01).all(), alpha
+    assert torch.allclose(alpha.sum(1), torch.ones(4))
+    assert torch.isfinite(out.loss) and torch.isfinite(out.pred).all()
+    assert (out.extras["temporal_attention"][:, :, 2] == 0).all()
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # zero-length sequences too
+    z = batch.replace(audio_lengths=torch.zeros(4, dtype=torch.long))
+    assert torch.isfinite(model(z).loss)
+
+
+def test_temporal_attention_rows_are_distributions_in_eval():
+    model = tiny().eval()
+    batch = make_batch()
+    ta = model(batch).extras["temporal_attention"]
+    assert ta.shape == (4, 2, 3, 8)
+    present = torch.stack([k.any(1) for k in availability(batch)[1].values()], 1).float()  # (B,3)
+    assert present.min() == 0 and present.max() == 1   # sample 1's only vision frame was dropped
+    assert torch.allclose(ta.sum(-1), present[:, None].expand(4, 2, 3), atol=1e-5)
+
+
+def test_without_dam_weights_are_fixed_thirds():
+    out = tiny(use_dam=False)(make_batch())
+    assert torch.allclose(out.extras["modality_weights"], torch.full((4, 3), 1 / 3))
+
+
+def test_inference_parameters_exclude_discriminator_projectors_predictors():
+    model = tiny()
+    prefixes = ("discriminator.", "projector.", "predictor.", "recon.")
+    train_only = sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes))
+    disc = sum(p.numel() for p in model.discriminator.parameters())
+    assert disc > 0
+    assert inference_parameters(model) == count_parameters(model, trainable_only=False) - train_only
+
+
+def test_cpu_determinism():
+    preds = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = tiny()
+        model.adv_weight = 0.1
+        torch.manual_seed(4)
+        out = model(make_batch())
+        preds.append((out.pred.detach(), out.loss.detach(), out.extras["temporal_attention"]))
+    assert all(torch.equal(a, b) for a, b in zip(*preds))
+
+
+def test_tiny_batch_overfits():
+    torch.manual_seed(0)
+    model = tiny(attn_dropout=0.0, mlp_dropout=0.0, disc_dropout=0.0)
+    model.adv_weight = 0.01
+    batch = make_batch(drop=0.2)
+    gen = [p for n, p in model.named_parameters() if not n.startswith("discriminator.")]
+    opt = torch.optim.Adam(gen, lr=3e-3)
+    first = None
+    for step in range(200):
+        out = model(batch)
+        task = out.losses["task"].item()
+        first = task if first is None else first
+        if task < 0.1 * first:
+            break
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert task < 0.1 * first, (first, task)
+
+
+def test_availability_of_text_features_without_ids():
+    B, L = 2, 6
+    text = torch.randn(B, L, 4)
+    text[0, 1:5] = 0.0                       # all 4 words of sample 0 dropped, [CLS]/[SEP] kept
+    text[1, 2] = 0.0                         # 1 of 3 words of sample 1 (length 5) dropped
+    text[1, 5] = 0.0                         # padding
+    batch = Batch(audio=torch.ones(B, 3, 2), vision=torch.ones(B, 3, 2), label=torch.zeros(B), text=text,
+                  text_lengths=torch.tensor([6, 5]))
+    rho, _ = availability(batch)
+    assert torch.allclose(rho[:, 0], torch.tensor([0.0, 2 / 3]))
+
+
+def test_bf16_autocast_forward_backward_and_d_step():
+    torch.manual_seed(0)
+    model = tiny()
+    model.adv_weight = 0.1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(make_batch())
+    assert out.pred.dtype == torch.float32 and torch.isfinite(out.loss)
+    out.loss.backward()
+    sched = GANSchedule()
+    trainer = fake_trainer(model)
+    sched.on_fit_start(trainer)
+    sched.on_batch_end(trainer, None, out)
+    logs = {}
+    sched.on_epoch_end(trainer, 6, logs)
+    assert logs["adv_weight"] == pytest.approx(0.01) and torch.isfinite(torch.tensor(logs["d_loss"]))

