@@ -9,7 +9,10 @@
   unaligned data has different lengths per modality, so each audio/vision sequence is
   averaged into L equal segments of its valid part first.
 
-Both read pre-extracted text features (``batch.text``), as the MMSA toolkit's versions do.
+* TFN, LMF, MulT, MISA, Self-MM, TFR-Net: compact versions of the baselines in the seeds'
+  tables, one section each below (docstring = paper + its one idea, equations in comments).
+
+All read pre-extracted text features (``batch.text``), as the MMSA toolkit's versions do.
 Regression: L1 loss (the field's default for MOSI/MOSEI/SIMS); classification: cross-entropy.
 """
 from __future__ import annotations
@@ -260,7 +263,7 @@ class TFN(nn.Module):
     """Tensor Fusion Network (Zadeh et al., EMNLP 2017).
 
     The one idea: model unimodal, bimodal and trimodal interactions at once with the outer
-    product of the three unimodal vectors, each extended by a constant 1 (Eq. 1):
+    product of the three unimodal vectors, each extended by a constant 1 (tensor fusion):
         z^m = [z^t; 1] ⊗ [z^a; 1] ⊗ [z^v; 1]   in R^{(d_t+1)(d_a+1)(d_v+1)}
     The 1s keep copies of every unimodal vector and every bimodal product inside z^m.
     Subnets: language = LSTM over word features + linear; audio/vision = mean over time + MLP.
@@ -280,7 +283,7 @@ class TFN(nn.Module):
     @staticmethod
     def fuse(zt: torch.Tensor, za: torch.Tensor, zv: torch.Tensor) -> torch.Tensor:
         one = lambda z: torch.cat([z, torch.ones_like(z[:, :1])], dim=-1)  # [z; 1]
-        zm = torch.einsum("bi,bj,bk->bijk", one(zt), one(za), one(zv))  # Eq. 1, the 3-fold outer product
+        zm = torch.einsum("bi,bj,bk->bijk", one(zt), one(za), one(zv))  # tensor fusion: the 3-fold outer product
         return zm.flatten(1)
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -323,8 +326,8 @@ class LMF(nn.Module):
     """Low-rank Multimodal Fusion (Liu et al., ACL 2018).
 
     The one idea: TFN's h = W · Z with Z = ⊗_m [z_m; 1] never needs the tensor Z.  Write the
-    weight tensor W as a rank-r sum of modality-specific factors, W = Σ_i ⊗_m w_m^(i)  (Eq. 5);
-    then (Eq. 6)
+    weight tensor W as a rank-r sum of modality-specific factors, W = Σ_i ⊗_m w_m^(i);
+    then
         h = Σ_{i=1}^{r} λ_i · ( ⊙_m  W_m^(i) [z_m; 1] ) + b
     i.e. one linear map per modality and rank, an elementwise product across modalities and a
     weighted sum over the rank.  Cost is linear, not multiplicative, in the unimodal sizes.
@@ -348,7 +351,7 @@ class LMF(nn.Module):
         ft = torch.einsum("bd,rdh->brh", one(zt), self.factor_t.to(zt.dtype))  # W_t^(i) [z_t; 1]
         fa = torch.einsum("bd,rdh->brh", one(za), self.factor_a.to(za.dtype))
         fv = torch.einsum("bd,rdh->brh", one(zv), self.factor_v.to(zv.dtype))
-        return torch.einsum("r,brh->bh", self.rank_weights.to(ft.dtype), ft * fa * fv) + self.fusion_bias  # Eq. 6
+        return torch.einsum("r,brh->bh", self.rank_weights.to(ft.dtype), ft * fa * fv) + self.fusion_bias  # h = Σ_i λ_i ⊙_m f_m^(i) + b
 
     def forward(self, batch: Batch) -> ModelOutput:
         x = modality_features(batch, self.cfg)
@@ -391,9 +394,9 @@ class MulT(nn.Module):
     """Multimodal Transformer (Tsai et al., ACL 2019) for unaligned sequences.
 
     The one idea: a crossmodal transformer lets a target modality α repeatedly attend to a
-    source modality β, so no word-level alignment is needed (Eq. 3-4, per layer i):
+    source modality β, so no word-level alignment is needed (per layer i):
         Z^[i]_{β→α} = CM^[i]_{β→α}( LN(Z^[i-1]_{β→α}), LN(X_β) ) + LN(Z^[i-1]_{β→α}),  then a FFN
-    with queries from α and keys/values from β (Eq. 2: softmax(Q_α K_βᵀ / √d) V_β).
+    with queries from α and keys/values from β (crossmodal attention: softmax(Q_α K_βᵀ / √d) V_β).
     Six directions (t←a, t←v, a←t, a←v, v←t, v←a); per target the two results are
     concatenated (Z_α = [Z_{β→α}; Z_{γ→α}], 2d) and read by a self-attention transformer
     (the "memory"); the last valid state of each target is concatenated -> residual MLP.
@@ -407,7 +410,7 @@ class MulT(nn.Module):
             raise ValueError(f"MulT needs d_model % heads == 0 and an odd conv_kernel; got d_model={d}, "
                              f"heads={cfg.heads}, conv_kernel={cfg.conv_kernel}")
         dims = {"text": cfg.text_dim, "audio": cfg.audio_dim, "vision": cfg.vision_dim}
-        # temporal convolution: X̂_m = Conv1D(X_m, k) ∈ R^{T_m × d}  (Eq. 1 region)
+        # temporal convolution: X̂_m = Conv1D(X_m, k) ∈ R^{T_m × d}
         self.proj = nn.ModuleDict({m: nn.Conv1d(dims[m], d, cfg.conv_kernel, padding=cfg.conv_kernel // 2,
                                                 bias=False) for m in MODS})
         self.cross = nn.ModuleDict({
@@ -434,7 +437,7 @@ class MulT(nn.Module):
                 if src == tgt:
                     continue
                 z = x[tgt]
-                for layer in self.cross[f"{src}_to_{tgt}"]:  # Eq. 4, queries α=tgt, keys/values β=src
+                for layer in self.cross[f"{src}_to_{tgt}"]:  # crossmodal layers, queries α=tgt, keys/values β=src
                     z = layer(z, x[src], pad[src])
                 zs.append(z)
             z = torch.cat(zs, dim=-1)  # Z_α = [Z_{β→α}; Z_{γ→α}]  (B, T_α, 2d)
@@ -497,10 +500,10 @@ class MISA(nn.Module):
     The one idea: split every utterance vector u_m into a shared part h^c_m = E_c(u_m)
     (one encoder for all modalities, pulled together across modalities) and a private part
     h^p_m = E_p^m(u_m) (pushed orthogonal to the shared part and to each other), and fuse the six.
-        L = L_task + α L_sim + β L_diff + γ L_recon                                  (Eq. 10)
-        L_sim   = 1/3 Σ_{(m1,m2)} CMD_K(h^c_m1, h^c_m2)                               (Eq. 11)
-        L_diff  = Σ_m ||h^cᵀ_m h^p_m||²_F + Σ_{m1≠m2} ||h^pᵀ_m1 h^p_m2||²_F           (Eq. 12)
-        L_recon = 1/3 Σ_m ||u_m - D(h^c_m + h^p_m)||² / d_h                           (Eq. 13)
+        L = L_task + α L_sim + β L_diff + γ L_recon
+        L_sim   = 1/3 Σ_{(m1,m2)} CMD_K(h^c_m1, h^c_m2)
+        L_diff  = Σ_m ||h^cᵀ_m h^p_m||²_F + Σ_{m1≠m2} ||h^pᵀ_m1 h^p_m2||²_F
+        L_recon = 1/3 Σ_m ||u_m - D(h^c_m + h^p_m)||² / d_h
     Fusion: a transformer encoder layer over the 6 vectors, concatenated -> MLP.
     Simplifications: text is an LSTM over the given token features (the paper fine-tunes BERT);
     each modality uses one bidirectional LSTM instead of the paper's two stacked ones.
@@ -531,10 +534,10 @@ class MISA(nn.Module):
         fused = self.fusion(six).flatten(1)
         pred = finish(self.head(fused), cfg.num_classes)
         pairs = [("text", "audio"), ("text", "vision"), ("audio", "vision")]
-        sim = sum(cmd(hc[a], hc[b], cfg.cmd_moments) for a, b in pairs) / 3  # Eq. 11
+        sim = sum(cmd(hc[a], hc[b], cfg.cmd_moments) for a, b in pairs) / 3  # L_sim
         diff = (sum(soft_orthogonality(hc[m], hp[m]) for m in MODS)
-                + sum(soft_orthogonality(hp[a], hp[b]) for a, b in pairs))  # Eq. 12
-        recon = sum(F.mse_loss(self.recon[m](hc[m] + hp[m]), u[m]) for m in MODS) / 3  # Eq. 13
+                + sum(soft_orthogonality(hp[a], hp[b]) for a, b in pairs))  # L_diff
+        recon = sum(F.mse_loss(self.recon[m](hc[m] + hp[m]), u[m]) for m in MODS) / 3  # L_recon
         losses = {"task": supervised_loss(pred, batch.label, cfg.num_classes),
                   "similarity": cfg.sim_weight * sim, "difference": cfg.diff_weight * diff,
                   "reconstruction": cfg.recon_weight * recon}
@@ -572,10 +575,10 @@ class SelfMMConfig:
 
 class UnimodalLabelGenerator(nn.Module):
     """ULGM of Self-MM.  For each representation s ∈ {m, t, a, v} (m = fusion) keep a positive
-    and a negative class centre C_p^s, C_n^s of the post-fusion features F^s (Eq. 6), then
-        D_p^s = ||F^s - C_p^s||_2,  D_n^s = ||F^s - C_n^s||_2,  α_s = (D_n^s - D_p^s) / (D_p^s + ε)   (Eq. 7-8)
-        ŷ_s = ½ · y_m · α_s/α_m + ½ · (y_m + α_s - α_m)       (ratio and difference forms, Eq. 9-11)
-    and smooth each sample's label over its visits n (epochs) with the paper's momentum (Eq. 12):
+    and a negative class centre C_p^s, C_n^s of the post-fusion features F^s, then
+        D_p^s = ||F^s - C_p^s||_2,  D_n^s = ||F^s - C_n^s||_2,  α_s = (D_n^s - D_p^s) / (D_p^s + ε)
+        ŷ_s = ½ · y_m · α_s/α_m + ½ · (y_m + α_s - α_m)       (mean of the ratio and difference forms)
+    and smooth each sample's label over its visits n (epochs) with the paper's momentum:
         y_s^(n) = (n-1)/(n+1) · y_s^(n-1) + 2/(n+1) · ŷ_s^(n),   y_s^(1) = y_m.
     Simplifications: the centres are exponential moving averages over training batches, kept
     as buffers (the paper recomputes them from a memory of every training sample's features);
@@ -590,12 +593,12 @@ class UnimodalLabelGenerator(nn.Module):
         self.momentum, self.bound = momentum, bound
         for k in self.KEYS:
             self.register_buffer(f"center_{k}", torch.zeros(2, dims[k]))  # [positive, negative]
-        self.register_buffer("seen", torch.zeros(2, dtype=torch.bool))
+        self.register_buffer("seen", torch.zeros(2))  # 1 once a positive / negative centre exists
         self.memory: dict = {}  # sample id -> (tensor (3,) labels t,a,v, visits n)
 
     @property
     def ready(self) -> bool:
-        return bool(self.seen.all())
+        return bool((self.seen > 0).all())
 
     @torch.no_grad()
     def update_centers(self, feats: dict, labels: dict) -> None:
@@ -605,7 +608,8 @@ class UnimodalLabelGenerator(nn.Module):
                 if sel.any():
                     c, buf = feats[k][sel].float().mean(0), getattr(self, f"center_{k}")
                     buf[j] = c if not self.seen[j] else (1 - self.momentum) * buf[j] + self.momentum * c
-            self.seen[j] |= bool((labels["m"] > 0).any() if j == 0 else (labels["m"] < 0).any())
+            if (labels["m"] > 0).any() if j == 0 else (labels["m"] < 0).any():
+                self.seen[j] = 1.0
 
     @torch.no_grad()
     def generate(self, feats: dict, y_m: torch.Tensor) -> dict:
@@ -640,7 +644,7 @@ class SelfMM(nn.Module):
     generated without annotation from how far each unimodal representation lies from the
     positive/negative class centres, relative to the fused representation (see ULGM).  Each
     unimodal loss is weighted by how much its label differs from the multimodal one:
-        L = |ŷ_m - y_m| + Σ_s w_s |ŷ_s - y_s|,   w_s = tanh(|y_s - y_m|)                (Eq. 13)
+        L = |ŷ_m - y_m| + Σ_s w_s |ŷ_s - y_s|,   w_s = tanh(|y_s - y_m|)
     Backbone: text = masked mean of the token features (the paper takes BERT's [CLS]),
     audio/vision = one LSTM each; fusion = concatenation -> MLP.
     Classification (num_classes > 1): the main head uses cross-entropy and the unimodal heads
@@ -677,15 +681,15 @@ class SelfMM(nn.Module):
         y_hat = {k: self.unimodal_head[k](feats[k]).squeeze(-1) for k in ("t", "a", "v")}
         y_m = batch.label.float() if cfg.num_classes == 1 else batch.label.float() - (cfg.num_classes - 1) / 2
         detached = {k: f.detach() for k, f in feats.items()}
-        # unimodal labels: y_m until both class centres exist, else generated (Eq. 7-11)
+        # unimodal labels: y_m until both class centres exist, else generated by the ULGM
         labels = self.ulgm.generate(detached, y_m) if self.ulgm.ready else {k: y_m for k in ("t", "a", "v")}
         if self.training and batch.ids:
-            labels = self.ulgm.remember(batch.ids, y_m, labels)  # momentum update (Eq. 12)
+            labels = self.ulgm.remember(batch.ids, y_m, labels)  # momentum update over visits
         if self.training:
             self.ulgm.update_centers(detached, {"m": y_m, **labels})
         losses = {"task": supervised_loss(pred, batch.label, cfg.num_classes)}
         for k in ("t", "a", "v"):
-            w = torch.tanh((labels[k] - y_m).abs())  # Eq. 13
+            w = torch.tanh((labels[k] - y_m).abs())  # w_s
             losses[f"unimodal_{k}"] = (w * (y_hat[k].float() - labels[k]).abs()).mean()
         extras = {"fused": feats["m"], **{f"y_{k}": y_hat[k] for k in y_hat},
                   **{f"label_{k}": labels[k] for k in labels}}
