@@ -37,6 +37,7 @@ INTENSIFIERS: dict[str, float] = {
 
 NEGATION_SHIFT = 0.5
 NEUTRAL_BAND = 0.6  # |intensity| below this: no intensifier/negation ("very okay" is odd)
+NEGATABLE_MAX = 2.3  # "not amazing" is rare in speech; negate milder words only
 
 
 def phrase_score(words: list[str]) -> float:
@@ -54,11 +55,12 @@ def _all_phrases() -> list[tuple[tuple[str, ...], float]]:
     phrases = []
     for adj, a in ADJECTIVES.items():
         mods: list[tuple[str, ...]] = [()]
-        if abs(a) >= NEUTRAL_BAND:
+        if NEUTRAL_BAND <= abs(a) < 2.8:  # no "very okay", no "extremely perfect"
             mods += [(m,) for m in INTENSIFIERS]
         for mod in mods:
             phrases.append(((*mod, adj), phrase_score([*mod, adj])))
-            if abs(a) >= NEUTRAL_BAND and mod not in {("so",), ("somewhat",), ("fairly",)}:
+            # natural negations only: "not good", "not very funny"; never "not extremely perfect"
+            if NEUTRAL_BAND <= abs(a) <= NEGATABLE_MAX and mod in {(), ("very",), ("really",)}:
                 phrases.append((("not", *mod, adj), phrase_score(["not", *mod, adj])))
     return phrases
 

@@ -22,7 +22,7 @@ features.  The story of one sample:
    sentence is tokenised with the MiniLM tokenizer into ``text_bert`` and encoded by the
    frozen MiniLM into ``text`` (last-layer token states, 384-d; padding rows are 0).
    The token span of the sentiment words is the text cue window.
-5. **Audio / vision**: AR(1) noise (phi = 0.8) plus a per-clip offset, zero padded after a
+5. **Audio / vision**: AR(1) noise (phi = 0.7, unit variance) plus a per-clip offset, zero padded after a
    per-clip valid length; inside one short window ``[t0, t0 + w)`` (w = 10-25% of the
    valid length: expressions are bursts) a cue is added: a fixed random "valence"
    direction scaled by ``r_m * e_m / 3`` plus a weaker "arousal" direction scaled by
@@ -52,7 +52,7 @@ from scipy.signal import lfilter
 from mmsa.data.lexicon import ADJECTIVES, PHRASES, lexicon_score
 from mmsa.data.mmsa_pickle import load_features
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump whenever the story changes: invalidates cached files
 KINDS = {
     # kind: (dataset name, default lengths (L, Ta, Tv), default dims (Da, Dv), neutral share)
     "mosi": ("synth_mosi", (50, 375, 500), (5, 20), 0.15),
@@ -61,8 +61,8 @@ KINDS = {
 }
 RELIABILITY = {"negative": (0.9, 0.35, 0.3), "neutral": (0.6, 0.6, 0.6), "strong_positive": (0.35, 0.9, 0.85)}
 CONFLICT_RATE = 0.10
-AR_PHI = 0.8
-CUE_SCALE = 3.0  # cue amplitude along the valence direction at r_m * |e_m| = 3
+AR_PHI = 0.7
+CUE_SCALE = 6.0  # cue amplitude along the valence direction at r_m * |e_m| = 3 (noise std 1)
 
 # --------------------------------------------------------------------------- sentences
 OPENERS = ["I think", "Honestly,", "To be honest,", "Overall,", "In my opinion,", "Well,",
@@ -137,7 +137,7 @@ def _frames(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, T: int, D: i
     lengths = rng.integers(int(np.ceil(0.5 * T)), T + 1, N)
     eps = rng.standard_normal((N, T, D))
     x = lfilter([np.sqrt(1 - AR_PHI ** 2)], [1.0, -AR_PHI], eps, axis=1)
-    x += rng.normal(0.0, 0.3, (N, 1, D))  # per-clip offset (speaker / face identity)
+    x += rng.normal(0.0, 0.2, (N, 1, D))  # per-clip offset (speaker / face identity)
     w = np.maximum(2, np.round(rng.uniform(0.10, 0.25, N) * lengths)).astype(np.int64)
     t0 = (rng.random(N) * (lengths - w + 1)).astype(np.int64)
     cue = CUE_SCALE * ((r * e / 3.0)[:, None] * valence + 0.5 * (r * np.abs(e) / 3.0)[:, None] * arousal)
@@ -152,7 +152,7 @@ def _patches(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, D: int, gri
     """A grid x grid map of patch features; the cue sits on a random 2-3 x 2-3 block."""
     N = len(e)
     valence, arousal = _directions(rng, D)
-    x = rng.standard_normal((N, grid * grid, D)) + rng.normal(0.0, 0.3, (N, 1, D))
+    x = rng.standard_normal((N, grid * grid, D)) + rng.normal(0.0, 0.2, (N, 1, D))
     bh, bw = rng.integers(2, 4, N), rng.integers(2, 4, N)
     r0 = (rng.random(N) * (grid - bh + 1)).astype(np.int64)
     c0 = (rng.random(N) * (grid - bw + 1)).astype(np.int64)
@@ -186,19 +186,25 @@ def _text_model(path: str):
 
 
 def _encode(model, ids: np.ndarray, mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Frozen last-layer token states; each batch is cut to its longest sentence, pads are 0."""
+    """Frozen last-layer token states (pads are 0).
+
+    Sentences are encoded in batches of similar length, each cut to its longest sentence:
+    with attention masking this gives the same states as padding to L, at a fraction of the cost.
+    """
     import torch
 
     N, L = ids.shape
     out = np.zeros((N, L, model.config.hidden_size), np.float32)
+    order = np.argsort(mask.sum(1), kind="stable")
     with torch.no_grad():
         for i in range(0, N, batch_size):
-            m = mask[i:i + batch_size]
+            idx = order[i:i + batch_size]
+            m = mask[idx]
             n = int(m.sum(1).max())
-            h = model(input_ids=torch.from_numpy(ids[i:i + batch_size, :n]),
-                      attention_mask=torch.from_numpy(m[:, :n]),
-                      token_type_ids=torch.zeros_like(torch.from_numpy(m[:, :n]))).last_hidden_state
-            out[i:i + batch_size, :n] = h.float().numpy() * m[:, :n, None]
+            m_t = torch.from_numpy(np.ascontiguousarray(m[:, :n]))
+            h = model(input_ids=torch.from_numpy(np.ascontiguousarray(ids[idx, :n])), attention_mask=m_t,
+                      token_type_ids=torch.zeros_like(m_t)).last_hidden_state
+            out[idx, :n] = h.float().numpy() * m[:, :n, None]
     return out
 
 
