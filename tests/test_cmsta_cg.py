@@ -180,3 +180,22 @@ def test_presets_and_paper_scale():
     assert isinstance(model, CMSTACG) and model.cfg.vision_dim == 2048
     # the paper reports 2,497,666 parameters; the default D=128 configuration is within 2 %
     assert abs(count_parameters(model) - 2_497_666) / 2_497_666 < 0.02
+
+
+def test_linear_warmup_callback():
+    from types import SimpleNamespace
+
+    from mmsa.models.cmsta_cg import LinearWarmup
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
+    tr = SimpleNamespace(optimizer=opt)
+    cb = LinearWarmup(steps=4)
+    cb.on_fit_start(tr)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(5):
+        cb.on_batch_end(tr, None, None)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3, 2e-3, 2e-3])
+    resumed = LinearWarmup(steps=4)
+    resumed.load_state_dict(cb.state_dict())
+    assert resumed.step == 5 and resumed.base == [2e-3]

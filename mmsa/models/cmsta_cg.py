@@ -28,6 +28,8 @@ Choices where the paper is silent (each is a config field; the notebook discusse
   slots; one shared W_b as in the paper, implemented with ``nn.Bilinear(D, D, bilinear_dim)``, i.e.
   bilinear_dim matrices W_b^k, so B_XY[k] = X W_b^k Y^T ("reduced to a specific dimension").  The
   three (B, bilinear_dim) terms are concatenated and projected to D = the local vector.
+- training: the paper names "a learning-rate scheduler" only; ``LinearWarmup`` (a Trainer callback
+  at the end of this file) warms the lr up linearly, which keeps the post-norm encoder stable.
 - global = mean over the encoder's tokens; fused = w_g * global + w_l * local with (w_g, w_l) =
   softmax of two learnable logits; classifier = Linear-ReLU-Dropout-Linear to 3 logits.
 
@@ -93,6 +95,7 @@ class CMSTACGConfig:
         "mode": "min",
         "task": "classification",
         "n_seeds": 5,
+        "warmup_steps": 60,  # our choice for the unnamed "learning-rate scheduler": LinearWarmup below
     }
     # text 384-d = MiniLM features of the synthetic 3-class data; real = RoBERTa/wav2vec/ResNeSt
     PRESETS = {
@@ -376,6 +379,37 @@ class CMSTACG(nn.Module):
             seq[m] = feats[m] + sinusoidal_positions(T, self.cfg.d_model, feats[m].device, feats[m].dtype)
         seq["vision"] = feats["vision"] + self.grid_pos().to(feats["vision"].dtype)
         return seq
+
+
+class LinearWarmup:
+    """Trainer callback: the learning rate grows linearly from lr/steps to lr over ``steps`` optimiser
+    steps, then stays.  The paper uses "a learning-rate scheduler" without naming it; a warm-up keeps
+    the 6 post-norm encoder layers of TCMFI from collapsing to a constant prediction at lr 2e-3."""
+
+    def __init__(self, steps: int = 100):
+        self.steps = max(1, int(steps))
+        self.step = 0
+        self.base: list[float] = []
+
+    def _apply(self, trainer) -> None:
+        scale = min(1.0, (self.step + 1) / self.steps)
+        for group, base in zip(trainer.optimizer.param_groups, self.base):
+            group["lr"] = base * scale
+
+    def on_fit_start(self, trainer) -> None:
+        if not self.base:
+            self.base = [g["lr"] for g in trainer.optimizer.param_groups]
+        self._apply(trainer)
+
+    def on_batch_end(self, trainer, batch, out) -> None:
+        self.step += 1
+        self._apply(trainer)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "base": list(self.base)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.step, self.base = d["step"], list(d["base"])
 
 
 @register("cmsta_cg")

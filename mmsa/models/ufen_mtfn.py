@@ -14,8 +14,9 @@ forward/backward state h_t is d_m wide); the l Conv1D layers are *stacked* (laye
 layer k-1, so the receptive field grows as 1 + k(K-1)) with K = 3 and F_k = 32 filters, and
 each layer's output X_i^k is tapped, self-attended, up-sampled to d_m and summed; padding
 steps are zeroed before every convolution and masked in every attention; "pooled" means the
-masked mean over valid steps; each cross-modal attention has a residual connection before its
-LayerNorm (the usual Transformer sub-layer); the encoder/decoder read ``Input`` as a sequence
+masked mean over valid steps; every attention (UFEN self-attention and MTFN cross-modal) has a
+residual connection before a LayerNorm (the usual Transformer sub-layer); attention weights get
+no dropout by default (``attn_dropout``: on CPU it costs ~5x the attention itself); the encoder/decoder read ``Input`` as a sequence
 of six d_m-wide tokens (one per direction i->j) -- the paper's (d_b x 6 d_m) matrix, reshaped
 so that attention runs over directions, not over the batch -- and the decoder's target is
 ``Input`` itself, attending to the encoder output (memory).
