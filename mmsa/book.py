@@ -179,7 +179,7 @@ def test(only=None, skip_unit=False) -> int:
     env = dict(os.environ)
     steps = []
     if not skip_unit:
-        steps.append(("unit tests", [py, "-m", "pytest", "tests", "-q"]))
+        steps.append(("unit tests", [py, "-m", "pytest", "tests", "-q", "--durations=12"]))
     steps.append(("notebooks (smoke run)", [py, "-m", "mmsa.book", "run", "--smoke"] + (["--only", *only] if only else [])))
     smoke_nb = root / "build" / "smoke" / "notebooks"
     steps.append(("nbval-lax on executed copies", [py, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
