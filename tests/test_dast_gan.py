@@ -9,31 +9,7 @@ from mmsa.models import build, count_parameters, inference_parameters
 from mmsa.models.dast_gan import GANSchedule, gan_patience_start
 from mmsa.types import Batch
 
-UNK, CLS, SEP = 100, 101, 102
-
-
-def make_batch(B=4, L=9, Ta=12, Tv=10, da=5, dv=20, drop=0.4, seed=0):
-    """Hand-built incomplete view (ids -> [UNK], frames -> 0) with ``missing`` masks and ``full``."""
-    g = torch.Generator().manual_seed(seed)
-    tl = torch.tensor([L, L - 2, 4, L - 1][:B])
-    al = torch.tensor([Ta, Ta - 3, 5, 2][:B])
-    vl = torch.tensor([Tv, 1, Tv - 4, 6][:B])
-    ids = torch.randint(1000, 2000, (B, L), generator=g)
-    ids[:, 0] = CLS
-    for b in range(B):
-        ids[b, tl[b] - 1] = SEP
-        ids[b, tl[b]:] = 0
-    mask = (torch.arange(L)[None] < tl[:, None]).long()
-    a = torch.randn(B, Ta, da, generator=g) * (torch.arange(Ta)[None] < al[:, None])[..., None]
-    v = torch.randn(B, Tv, dv, generator=g) * (torch.arange(Tv)[None] < vl[:, None])[..., None]
-    full = Batch(audio=a, vision=v, label=torch.rand(B, generator=g) * 6 - 3, text_ids=ids, text_mask=mask,
-                 audio_lengths=al, vision_lengths=vl)
-    mt = (torch.rand(B, L, generator=g) >= drop).float()
-    mt[(ids == CLS) | (ids == SEP) | (ids == 0)] = 1.0
-    ma = (torch.rand(B, Ta, generator=g) >= drop).float()
-    mv = (torch.rand(B, Tv, generator=g) >= drop).float()
-    return full.replace(text_ids=ids.masked_fill(mt == 0, UNK), audio=a * ma[..., None], vision=v * mv[..., None],
-                        missing={"text": mt, "audio": ma, "vision": mv}, full=full)
+from test_emt_dlfr import CLS, SEP, UNK, make_batch  # noqa: E402,F401  (one hand-built batch for both)
 
 
 TINY = dict(text_model="tiny", d_model=16, n_layers=2, n_heads=2, proj_dim=16, pred_hidden=8, mlp_hidden=32,
