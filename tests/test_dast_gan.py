@@ -9,7 +9,7 @@ from mmsa.models import build, count_parameters, inference_parameters
 from mmsa.models.dast_gan import GANSchedule, gan_patience_start
 from mmsa.types import Batch
 
-from test_emt_dlfr import CLS, SEP, UNK, make_batch  # noqa: E402,F401  (one hand-built batch for both)
+from test_emt_dlfr import CLS, SEP, UNK, make_batch, overfit  # noqa: E402,F401  (one hand-built batch for both)
 
 
 TINY = dict(text_model="tiny", d_model=16, n_layers=2, n_heads=2, proj_dim=16, pred_hidden=8, mlp_hidden=32,
@@ -216,18 +216,8 @@ def test_tiny_batch_overfits():
     model.adv_weight = 0.01
     batch = make_batch(drop=0.2)
     gen = [p for n, p in model.named_parameters() if not n.startswith("discriminator.")]
-    opt = torch.optim.Adam(gen, lr=3e-3)
-    first = None
-    for step in range(200):
-        out = model(batch)
-        task = out.losses["task"].item()
-        first = task if first is None else first
-        if task < 0.1 * first:
-            break
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-    assert task < 0.1 * first, (first, task)
+    first, last = overfit(model, batch, gen)
+    assert last < 0.1 * first, (first, last)
 
 
 def test_availability_of_text_features_without_ids():
