@@ -353,15 +353,7 @@ class LMF(nn.Module):
         fv = torch.einsum("bd,rdh->brh", one(zv), self.factor_v.to(zv.dtype))
         return torch.einsum("r,brh->bh", self.rank_weights.to(ft.dtype), ft * fa * fv) + self.fusion_bias  # h = Σ_i λ_i ⊙_m f_m^(i) + b
 
-    def forward(self, batch: Batch) -> ModelOutput:
-        x = modality_features(batch, self.cfg)
-        zt = self.text_net(x["text"], batch.observed("text"), batch.lengths("text"))
-        za = self.audio_net(masked_mean(x["audio"], batch.observed("audio")))
-        zv = self.vision_net(masked_mean(x["vision"], batch.observed("vision")))
-        h = self.fuse(zt, za, zv)
-        pred = finish(self.head(h), self.cfg.num_classes)
-        losses = {"task": supervised_loss(pred, batch.label, self.cfg.num_classes)}
-        return ModelOutput(pred=pred, losses=losses, extras={"fused": h, "z_t": zt, "z_a": za, "z_v": zv})
+    forward = TFN.forward  # same unimodal subnets and head as TFN; only ``fuse`` differs
 
 
 @register("lmf")
