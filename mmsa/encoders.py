@@ -10,6 +10,7 @@ multimodal context.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Optional
 
 import torch
@@ -22,16 +23,110 @@ from mmsa.types import Batch
 PAD_ID, UNK_ID, CLS_ID, SEP_ID = 0, 100, 101, 102
 
 
+def load_bert(path: str):
+    """``BertModel.from_pretrained(path)`` without a pooler and without transformers' load report."""
+    from transformers import BertModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the checkpoint's unused pooler weights are not news
+    try:
+        return BertModel.from_pretrained(path, add_pooling_layer=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+class FrozenBert:
+    """One frozen, pretrained BERT per (checkpoint, device), shared by every model in the process.
+
+    A frozen text encoder has nothing to learn, so it should not be copied into every model,
+    every checkpoint and every optimiser.  ``FrozenBert.get(path)`` returns the shared instance;
+    calling it maps token ids (B, L) to last-layer token states (B, L, H), zero on padding.
+
+    **Cache.**  The states of a sentence depend only on its ids, so they are computed once and
+    kept in an LRU cache keyed by the ids of the valid positions.  A sentence whose dropped words
+    are ``[UNK]`` has other ids than the complete sentence, so it is encoded anew: the dropped
+    words' information is really gone, from every token state and from ``[CLS]``.  Rows of an
+    incomplete training view (fresh masks every epoch) are not stored (``store=False``), so they
+    do not push the reusable rows out.  ``max_rows`` bounds the cache.
+    """
+
+    _shared: dict = {}
+
+    def __init__(self, path: str, max_rows: int = 200_000):
+        self.model = load_bert(path).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.path, self.dim, self.max_rows = path, self.model.config.hidden_size, max_rows
+        self._copies: dict = {}                   # device -> model on that device
+        self.cache: "OrderedDict[tuple, Tensor]" = OrderedDict()
+        self.hits = self.misses = 0
+
+    @classmethod
+    def get(cls, name_or_path: Optional[str] = "minilm") -> "FrozenBert":
+        from mmsa.pretrained import resolve_text_model
+
+        path = str(resolve_text_model(name_or_path))
+        if path not in cls._shared:
+            cls._shared[path] = cls(path)
+        return cls._shared[path]
+
+    def _model_on(self, device: torch.device):
+        key = str(device)
+        if key not in self._copies:
+            self._copies[key] = self.model if device.type == "cpu" else self.model.to(device)
+        return self._copies[key]
+
+    @torch.no_grad()
+    def __call__(self, ids: Tensor, mask: Tensor, store: bool = True) -> Tensor:
+        """ids, mask (B, L) -> token states (B, L, H) float32, zero where mask == 0."""
+        B, L = ids.shape
+        n = mask.long().sum(1).tolist()
+        ids_cpu = ids.detach().to("cpu", torch.int32)
+        keys = [(self.path, ids_cpu[b, : n[b]].numpy().tobytes()) for b in range(B)]
+        out = torch.zeros(B, L, self.dim, device=ids.device)
+        todo = []
+        for b, k in enumerate(keys):
+            hit = self.cache.get(k)
+            if hit is None:
+                todo.append(b)
+            else:
+                self.cache.move_to_end(k)
+                out[b, : n[b]] = hit.to(ids.device)
+        self.hits += B - len(todo)
+        self.misses += len(todo)
+        if todo:
+            width = max(max(n[b] for b in todo), 1)
+            sel = torch.tensor(todo, device=ids.device)
+            m = mask[sel, :width].long()
+            h = self._model_on(ids.device)(input_ids=ids[sel, :width].long(), attention_mask=m,
+                                           token_type_ids=torch.zeros_like(m)).last_hidden_state.float()
+            for j, b in enumerate(todo):
+                states = h[j, : n[b]]
+                out[b, : n[b]] = states
+                if store:
+                    self.cache[keys[b]] = states.clone()
+            while len(self.cache) > self.max_rows:
+                self.cache.popitem(last=False)
+        return out
+
+
 class TextEncoder(nn.Module):
     """BERT text encoder: local = last-layer token states (B,L,H), global = [CLS] state (B,H).
 
     model:        "minilm" / None (the packaged MiniLM-L6-H384), a local BERT directory, or
                   "tiny" (random-init 2-layer, hidden 32, for unit tests).
-    freeze:       no gradients, BERT kept in eval mode, forward under ``torch.no_grad``.
-    use_features: do not build a BERT at all; read pre-extracted token states from
-                  ``batch.text`` (B,L,feature_dim) and take position 0 as [CLS].
+    freeze:       no gradients.  A frozen *pretrained* BERT is the process-wide ``FrozenBert``
+                  (not a parameter of this module, not in its checkpoints, cached by sentence);
+                  a frozen "tiny" BERT stays inside the module.
+    use_features: do not run a BERT at all; read pre-extracted token states from
+                  ``batch.text`` (B,L,feature_dim) and take position 0 as [CLS].  This is the
+                  public feature files' way, but beware: those states were computed from the
+                  *complete* sentence, so zeroing a dropped token's row does not remove its
+                  information from the other rows or from [CLS].  Use a BERT (frozen or not)
+                  whenever words are dropped (``mmsa.missing``).
     A batch that carries only ``batch.text`` (no ids) is always encoded from the features.
-    The BERT lives in ``self.bert`` so the Trainer gives its parameters ``bert_lr``.
+    A fine-tuned BERT lives in ``self.bert`` so the Trainer gives its parameters ``bert_lr``.
     """
 
     def __init__(self, model: Optional[str] = "minilm", freeze: bool = False,
@@ -41,6 +136,7 @@ class TextEncoder(nn.Module):
         self.freeze = freeze
         self.use_features = use_features
         self.bert = None
+        self.frozen = None
         if not use_features:
             from transformers import BertConfig, BertModel
 
@@ -49,15 +145,20 @@ class TextEncoder(nn.Module):
                                  num_attention_heads=2, intermediate_size=64,
                                  max_position_embeddings=512)
                 self.bert = BertModel(cfg, add_pooling_layer=False)
+                if freeze:
+                    for p in self.bert.parameters():
+                        p.requires_grad_(False)
+                    self.bert.eval()
+            elif freeze:
+                self.frozen = FrozenBert.get(model)
             else:
                 from mmsa.pretrained import resolve_text_model
 
-                self.bert = BertModel.from_pretrained(str(resolve_text_model(model)), add_pooling_layer=False)
-            if freeze:
-                for p in self.bert.parameters():
-                    p.requires_grad_(False)
-                self.bert.eval()
-        self.dim = self.bert.config.hidden_size if self.bert is not None else feature_dim
+                self.bert = load_bert(str(resolve_text_model(model)))
+        if self.frozen is not None:
+            self.dim = self.frozen.dim
+        else:
+            self.dim = self.bert.config.hidden_size if self.bert is not None else feature_dim
         if self.dim is None:
             raise ValueError("TextEncoder(use_features=True) needs feature_dim (the text feature size)")
 
@@ -68,7 +169,7 @@ class TextEncoder(nn.Module):
         return self
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        use_feats = self.bert is None or (batch.text_ids is None and batch.text is not None)
+        use_feats = self.use_features or (batch.text_ids is None and batch.text is not None)
         if use_feats:
             x = batch.text
             if x is None:
@@ -85,7 +186,11 @@ class TextEncoder(nn.Module):
             raise ValueError(f"batch.text_ids has shape {tuple(ids.shape)}; expected (B, L)")
         mask = batch.text_mask if batch.text_mask is not None else (ids != PAD_ID)
         mask = mask.long()
-        if self.freeze:
+        if self.frozen is not None:
+            # an incomplete training view (words dropped afresh every epoch) is not worth caching
+            store = not (self.training and bool((ids == UNK_ID).any()))
+            local = self.frozen(ids, mask, store=store)
+        elif self.freeze:
             with torch.no_grad():
                 local = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
         else:

