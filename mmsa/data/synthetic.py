@@ -176,10 +176,12 @@ def _directions(rng: np.random.Generator, D: int) -> tuple[np.ndarray, np.ndarra
 # --------------------------------------------------------------------------- text encoder
 @functools.lru_cache(maxsize=2)
 def _text_model(path: str):
-    from transformers import AutoTokenizer, BertModel
+    from transformers import AutoTokenizer
+
+    from mmsa.encoders import load_bert
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = BertModel.from_pretrained(path).eval()
+    model = load_bert(path).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return tokenizer, model

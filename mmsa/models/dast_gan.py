@@ -120,6 +120,13 @@ class DASTGAN(EMTDLFR):
             losses["adversarial"] = self.adv_weight * adversarial_loss(self.discriminator(f_miss))
         return {"f_miss": f_miss.detach(), "f_full": f_full.detach()}
 
+    def training_callbacks(self) -> list:
+        """What ``mmsa.experiment.fit`` hands the Trainer: the GAN schedule when the GAN is on."""
+        return [self.gan_schedule()] if self.cfg.use_gan else []
+
+    def patience_start_epoch(self) -> int:
+        return gan_patience_start(self.cfg)
+
     def gan_schedule(self) -> "GANSchedule":
         """The callback with this config's warm-up, ramp, w_adv and discriminator lr."""
         c = self.cfg

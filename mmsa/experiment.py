@@ -1,0 +1,212 @@
+"""One experimental protocol shared by the chapters, and a cache of trained models.
+
+A comparison means something only when every model sees the same data, the same splits, the
+same training budget and the same missing-modality simulation.  ``Protocol`` writes that down
+once; the chapters on EMT-DLFR, DAST-GAN, the GAN, missing modalities, ablations and
+visualisations (02, 03, 04, 07, 08, 09) all use it:
+
+    p = Protocol()                                   # SynthMSA, sizes, lengths, budget, seeds
+    data = load(p)                                   # {"train"|"valid"|"test": MSASplit}
+    trainer = fit("dast_gan", p, seed=1)             # trained once, then loaded from build/runs
+    evaluate(trainer, data["test"], p, pattern="random", rate=0.5)
+
+``fit`` trains with early stopping on the validation MAE and keeps the run under
+``build/runs/<model>-<hash>/`` (``best.pt``, ``last.pt``, ``history.json``): a later chapter that
+asks for the same model, configuration, protocol and seed loads it instead of training again,
+and an interrupted run resumes from ``last.pt``.  The hash covers the protocol, the model
+configuration, the seed and the source code of the package, so any change to either retrains.
+
+``BOOK_MODELS`` holds the sizes the book trains at on a 2-core CPU and each model's learning rate
+and dropout, chosen on the validation split (never on test).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from mmsa import missing
+from mmsa.data import load_features, make_loader, synthetic_splits
+from mmsa.train import Trainer, TrainConfig
+
+SYNTH_KINDS = {"synth_mosi": "mosi", "synth_sims": "sims"}
+REAL = ("mosi", "mosei", "sims")
+
+# The book's model sizes (2-core CPU) and per-model training settings.  "train" entries override
+# the protocol's TrainConfig (e.g. lr); everything else goes to ``mmsa.models.build``.
+_SMALL_EMT = dict(d_model=32, n_layers=2, n_heads=4, attn_dropout=0.1, freeze_text=True)
+BOOK_MODELS: dict[str, dict] = {
+    "emt_dlfr": dict(_SMALL_EMT),
+    "dast_gan": dict(_SMALL_EMT),
+    "lf_dnn": dict(freeze_text=True),
+    "ef_lstm": dict(freeze_text=True),
+    "tfn": dict(freeze_text=True),
+    "lmf": dict(freeze_text=True),
+    "mult": dict(freeze_text=True),
+    "misa": dict(freeze_text=True),
+    "self_mm": dict(freeze_text=True),
+    "tfr_net": dict(freeze_text=True),
+    "ufen_mtfn": dict(),
+}
+
+
+@dataclass
+class Protocol:
+    """Data, budget and missing-modality simulation shared by the chapters that compare models.
+
+    dataset:        "synth_mosi" / "synth_sims" (SynthMSA, generated and cached under data_dir) or
+                    "mosi" / "mosei" / "sims" (public feature pickles read from data_dir)
+    sizes, lengths: SynthMSA only: (train, valid, test) sizes and (text, audio, vision) lengths
+    reliability:    SynthMSA only: "polarity" (the default story) or "independent" (positive control)
+    train_missing:  (pattern, low, high): the incomplete training view drops positions at a rate
+                    drawn uniformly in [low, high] per batch (fresh every epoch)
+    """
+
+    dataset: str = "synth_mosi"
+    data_dir: str = "data/synth"
+    data_seed: int = 0
+    sizes: tuple = (600, 200, 300)
+    lengths: tuple = (32, 50, 50)
+    reliability: str = "polarity"
+    batch_size: int = 32
+    epochs: int = 40
+    patience: int = 6
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    train_missing: tuple = ("random", 0.0, 0.6)
+    seeds: tuple = (1, 2, 3)
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.dataset not in (*SYNTH_KINDS, *REAL):
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted([*SYNTH_KINDS, *REAL])}")
+
+    @property
+    def metric_dataset(self) -> str:
+        return "sims" if self.dataset.endswith("sims") else "mosi"
+
+    def key(self) -> dict:
+        """What a trained model depends on (seeds and device excluded: they are chosen per run)."""
+        d = dataclasses.asdict(self)
+        d.pop("seeds"), d.pop("device")
+        return d
+
+
+def load(p: Protocol, verbose: bool = False) -> dict:
+    """{"train"|"valid"|"test": MSASplit} for the protocol's data set."""
+    if p.dataset in SYNTH_KINDS:
+        kw = dict(lengths=tuple(p.lengths))
+        if p.reliability != "polarity":
+            kw["reliability"] = p.reliability
+        return synthetic_splits(SYNTH_KINDS[p.dataset], sizes=tuple(p.sizes), seed=p.data_seed,
+                                root=p.data_dir, verbose=verbose, **kw)
+    return load_features(p.data_dir, p.dataset, zscore=p.dataset == "sims", verbose=verbose)
+
+
+def loaders(p: Protocol, data: dict, seed: int = 1) -> dict:
+    return {"train": make_loader(data["train"], p.batch_size, shuffle=True, seed=seed),
+            "valid": make_loader(data["valid"], 64),
+            "test": make_loader(data["test"], 64)}
+
+
+def model_config(name: str, data: dict, **overrides) -> tuple[dict, dict]:
+    """(build kwargs, TrainConfig overrides) for ``name`` at the book's size on ``data``."""
+    base = {k: v for k, v in BOOK_MODELS.get(name, {}).items()}
+    train = dict(base.pop("train", {}))
+    train.update(overrides.pop("train", {}))
+    base.update(overrides)
+    dims = dict(zip(("text_dim", "audio_dim", "vision_dim"), data["train"].dims))
+    for k, v in dims.items():
+        base.setdefault(k, v)
+    base.setdefault("dataset", data["train"].dataset)
+    return base, train
+
+
+def _source_hash() -> str:
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha1()
+    for f in sorted(root.rglob("*.py")):
+        if f.name != "book.py":
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def run_dir(name: str, p: Protocol, seed: int, config: dict, train: dict, root="build/runs") -> Path:
+    blob = json.dumps({"model": name, "config": config, "train": train, "protocol": p.key(),
+                       "seed": seed, "code": _source_hash()}, sort_keys=True, default=str)
+    return Path(root) / f"{name}-s{seed}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
+
+
+def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root: str = "build/runs",
+        retrain: bool = False, progress: bool = False, **overrides) -> Trainer:
+    """Train ``name`` under protocol ``p`` (or load the finished run from ``root``).
+
+    ``overrides`` go to ``mmsa.models.build`` (ablation flags, sizes); ``train={...}`` overrides
+    TrainConfig fields.  Returns the Trainer with the best (validation) weights loaded;
+    ``trainer.history`` holds the epochs and ``trainer.cached`` says whether it was loaded.
+    """
+    from mmsa.models import build
+
+    data = data if data is not None else load(p)
+    config, train = model_config(name, data, **overrides)
+    out = run_dir(name, p, seed, config, train, root)
+    torch.manual_seed(seed)
+    model = build(name, **config)
+    pattern, low, high = p.train_missing
+    callbacks = model.training_callbacks() if hasattr(model, "training_callbacks") else []
+    tc = dict(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, patience=p.patience, seed=seed,
+              device=p.device, metric_dataset=p.metric_dataset, progress=progress, out_dir=str(out),
+              patience_start_epoch=getattr(model, "patience_start_epoch", lambda: 0)())
+    tc.update(train)
+    transform = None
+    if high > 0:
+        transform = missing.make_train_transform(pattern, (low, high) if high > low else low, base_seed=seed)
+    trainer = Trainer(model, TrainConfig(**tc), callbacks=callbacks, train_transform=transform)
+    done = out / "done.json"
+    if retrain and out.exists():
+        shutil.rmtree(out)
+    if done.exists():
+        state = torch.load(out / "best.pt", map_location=trainer.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        info = json.loads(done.read_text())
+        trainer.history, trainer.best_epoch = info["history"], info["best_epoch"]
+        trainer.epoch = len(trainer.history)
+        trainer.cached = True
+        return trainer
+    loads = loaders(p, data, seed)
+    trainer.fit(loads["train"], loads["valid"], resume=(out / "last.pt").exists())
+    done.write_text(json.dumps({"history": trainer.history, "best_epoch": trainer.best_epoch}, default=float))
+    trainer.cached = False
+    return trainer
+
+
+def eval_transform(pattern: str = "random", rate: float = 0.0, seed: int = 1000, **kw):
+    """The evaluation masks: identical for every model (same pattern, rate and seed)."""
+    if rate == 0:
+        return None
+    return missing.make_eval_transform(pattern, rate, base_seed=seed, **kw)
+
+
+def evaluate(trainer: Trainer, split, p: Protocol, pattern: str = "random", rate: float = 0.0,
+             seed: int = 1000, **kw) -> dict:
+    """Test metrics of ``trainer``'s model on ``split`` with ``pattern`` missing at ``rate``."""
+    return trainer.evaluate(make_loader(split, 64), transform=eval_transform(pattern, rate, seed, **kw))
+
+
+def const_mae(data: dict) -> float:
+    """MAE of the constant predictor (the training-label mean) on the test split."""
+    y_tr = np.asarray(data["train"].regression_labels, float)
+    y_te = np.asarray(data["test"].regression_labels, float)
+    return float(np.abs(y_te - y_tr.mean()).mean())
+
+
+__all__ = ["Protocol", "BOOK_MODELS", "load", "loaders", "fit", "evaluate", "eval_transform",
+           "model_config", "const_mae", "run_dir"]
