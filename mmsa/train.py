@@ -4,11 +4,13 @@ The loop is deliberately plain: for each epoch, for each batch, ``out = model(ba
 ``loss = sum(out.losses.values())``, backward, step.  Around it sit the things a real
 experiment needs and nothing more:
 
-* Adam/AdamW with two parameter groups (BERT weights get ``bert_lr``);
+* Adam/AdamW with two parameter groups (BERT weights get ``bert_lr``), and an optional
+  linear learning-rate warm-up over the first ``warmup_steps`` optimiser steps;
 * gradient accumulation and optional gradient clipping;
 * bf16 autocast on CUDA (off on CPU, where it only slows things down);
 * early stopping on a named validation metric, optionally counting only after an epoch
-  (the GAN schedule of DAST-GAN warms up first);
+  (``patience_start_epoch``: the GAN schedule of DAST-GAN warms up first) and optionally
+  choosing the best epoch only after an epoch (``select_after_epoch``);
 * callbacks (``on_fit_start``, ``on_epoch_start``, ``on_batch_end``, ``on_epoch_end``,
   ``state_dict``/``load_state_dict``) -- the GAN's discriminator step is one;
 * tqdm bars, a JSON history, ``best.pt`` + ``last.pt`` checkpoints, exact resume;
@@ -74,6 +76,16 @@ class TrainConfig:
     mode: str = "min"  # "min" | "max"
     patience: int = 8
     patience_start_epoch: int = 0  # epochs <= this never count towards patience
+    # Epochs <= select_after_epoch are never chosen as the best epoch: model selection and
+    # early stopping ignore them.  During a warm-up (of the learning rate, or of a GAN's
+    # adversarial weight) the validation score of an early epoch can look good for the wrong
+    # reason -- e.g. the adversarial term is still off -- and restoring those weights would
+    # discard the part of training the experiment is about.
+    select_after_epoch: int = 0
+    # Linear learning-rate warm-up over the first ``warmup_steps`` *optimiser* steps (with
+    # gradient accumulation one step = ``grad_accum`` batches): the lr of every parameter
+    # group rises from lr/(warmup_steps+1) to lr (torch.optim.lr_scheduler.LinearLR).
+    warmup_steps: int = 0
     seed: int = 1
     device: str = "auto"
     out_dir: Optional[str] = None  # checkpoints + history.json when set
@@ -91,6 +103,10 @@ class TrainConfig:
             raise ValueError(f"task must be 'regression' or 'classification', got {self.task!r}")
         if self.grad_accum < 1:
             raise ValueError("grad_accum must be >= 1")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.select_after_epoch < 0:
+            raise ValueError(f"select_after_epoch must be >= 0, got {self.select_after_epoch}")
 
 
 def train_config(**overrides) -> TrainConfig:
@@ -173,6 +189,7 @@ class Trainer:
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
         self.epoch = 0
         self.history: list[dict] = []
         self.best_score: Optional[float] = None
@@ -196,6 +213,14 @@ class Trainer:
             raise ValueError("the model has no trainable parameters")
         cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
         return cls(groups, lr=c.lr)
+
+    def _make_scheduler(self):
+        """Linear warm-up, stepped once per optimiser step (None when ``warmup_steps == 0``)."""
+        w = self.config.warmup_steps
+        if w == 0:
+            return None
+        return torch.optim.lr_scheduler.LinearLR(
+            self.optimizer, start_factor=1.0 / (w + 1), end_factor=1.0, total_iters=w)
 
     def autocast(self):
         if self.config.amp and self.device.type == "cuda":
@@ -265,6 +290,8 @@ class Trainer:
                         [p for g in self.optimizer.param_groups for p in g["params"]], c.clip_grad
                     )
                 self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             self._call("on_batch_end", batch, out)
             # accumulate on device: no host sync inside the loop
@@ -311,7 +338,9 @@ class Trainer:
                         f"monitor metric {c.monitor!r} not among validation metrics "
                         f"{sorted(k[6:] for k in logs if k.startswith('valid_'))}"
                     )
-                if self._better(score):
+                if epoch <= c.select_after_epoch:
+                    pass  # a warm-up epoch: neither a candidate for "best" nor a bad epoch
+                elif self._better(score):
                     self.best_score, self.best_epoch = score, epoch
                     self.best_metrics = {k[6:]: v for k, v in logs.items() if k.startswith("valid_")}
                     self.bad_epochs = 0
@@ -345,6 +374,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": self.epoch,
             "history": self.history,
             "best_score": self.best_score,
@@ -371,6 +401,8 @@ class Trainer:
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
         self.history = state["history"]
         self.best_score = state["best_score"]

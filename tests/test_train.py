@@ -164,3 +164,73 @@ def test_batch_of_size_one(data):
     t = Trainer(model(), cfg(epochs=1))
     t.fit(loader(tr, bs=1), loader(va, bs=1))
     assert "mae" in t.evaluate(loader(va, bs=1))
+
+
+def _reference_lrs(lr, warmup, n_steps):
+    """What LinearLR says after k = 0..n_steps optimiser steps."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=lr)
+    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup + 1), end_factor=1.0,
+                                              total_iters=warmup)
+    out = [opt.param_groups[0]["lr"]]
+    for _ in range(n_steps):
+        opt.step()
+        sched.step()
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+class LrSpy:
+    """Records the lr after every batch (after the optimiser step, if one happened)."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_batch_end(self, trainer, batch, out):
+        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+
+def test_warmup_counts_optimiser_steps_with_grad_accum(data):
+    tr, va, _ = data
+    spy = LrSpy()
+    # 96 samples / 16 = 6 batches per epoch; grad_accum=2 -> 3 optimiser steps per epoch
+    t = Trainer(model(), cfg(epochs=3, lr=1e-2, warmup_steps=5, grad_accum=2), callbacks=[spy])
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 6)  # before any step
+    t.fit(loader(tr, True), loader(va))
+    ref = _reference_lrs(1e-2, 5, 9)
+    # after batch b (1-based), b // 2 optimiser steps have been taken
+    assert spy.lrs == [ref[b // 2] for b in range(1, 19)]
+    assert spy.lrs[-1] == pytest.approx(1e-2)  # warm-up over after 5 steps
+    assert ref[1] == pytest.approx(1e-2 * (1 / 6 + 5 / 6 / 5))  # the linear ramp itself
+    assert t.scheduler.last_epoch == 9
+
+
+def test_warmup_state_survives_resume(data, tmp_path):
+    tr, va, te = data
+    kw = dict(lr=1e-2, warmup_steps=8, grad_accum=2)
+    spy_full = LrSpy()
+    full = Trainer(model(), cfg(epochs=4, out_dir=str(tmp_path / "full"), **kw), callbacks=[spy_full])
+    full.fit(loader(tr, True), loader(va))
+    part = Trainer(model(), cfg(epochs=1, out_dir=str(tmp_path / "part"), **kw))
+    part.fit(loader(tr, True), loader(va))  # stops mid-warm-up (3 of 8 steps)
+    spy = LrSpy()
+    resumed = Trainer(model(), cfg(epochs=4, out_dir=str(tmp_path / "part"), **kw), callbacks=[spy])
+    resumed.fit(loader(tr, True), loader(va), resume=True)
+    assert spy.lrs == spy_full.lrs[6:]
+    assert resumed.scheduler.state_dict() == full.scheduler.state_dict()
+    assert resumed.evaluate(loader(te)) == full.evaluate(loader(te))
+
+
+def test_select_after_epoch_ignores_warmup_epochs(data):
+    tr, va, _ = data
+    # lr ~ 0: every epoch scores the same, so the first eligible epoch is the best
+    t = Trainer(model(), cfg(epochs=50, lr=1e-12, patience=2, select_after_epoch=3))
+    hist = t.fit(loader(tr), loader(va))
+    assert t.best_epoch == 4 and len(hist) == 6  # 1-3 ignored, best 4, bad 5 and 6
+    assert [h["best_epoch"] for h in hist] == [0, 0, 0, 4, 4, 4]
+    # the best epoch of a run whose early epochs are best lies after the warm-up
+    t = Trainer(model(), cfg(epochs=5, lr=1e-2, select_after_epoch=2))
+    t.fit(loader(tr, True), loader(va))
+    assert t.best_epoch >= 3
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(warmup_steps=-1)
