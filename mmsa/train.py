@@ -111,6 +111,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def use_deterministic_algorithms(device: torch.device) -> None:
+    """CUDA: deterministic kernels (warn where none exists) and the fixed cuBLAS workspace they
+    need (``CUBLAS_WORKSPACE_CONFIG``, set if unset; it must be set before cuBLAS first runs).
+    CPU kernels are deterministic already: nothing to do."""
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def amp_dtype(device: torch.device, amp: bool = True, force: Optional[str] = None) -> Optional[torch.dtype]:
     """The autocast dtype the Trainer uses: None = fp32 (no autocast).
 
@@ -349,10 +359,8 @@ class Trainer:
         if self.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
-        if self.config.deterministic and self.device.type == "cuda":
-            # cuBLAS needs a fixed workspace for reproducible matmuls; must precede its first use
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.config.deterministic:
+            use_deterministic_algorithms(self.device)
         seed_everything(self.config.seed)
         self.model = model.to(self.device)
         self.amp_dtype = amp_dtype(self.device, self.config.amp, self.config.amp_dtype)
