@@ -1,4 +1,4 @@
-"""One Trainer for every model (SPEC §2).
+"""One Trainer for every model (docs/design.md §2).
 
 The loop is deliberately plain: for each epoch, for each batch, ``out = model(batch)``,
 ``loss = sum(out.losses.values())``, backward, step.  Around it sit the things a real
@@ -11,8 +11,9 @@ experiment needs and nothing more:
   a ``torch.amp.GradScaler`` (its state is checkpointed), else fp32; off on CPU, where it only
   slows things down (``amp_dtype`` forces a choice);
 * no host synchronisation inside the training step: the missing-modality transform runs on
-  the CPU batch before it is moved, the moved batch keeps CPU copies of its lengths for
-  ``pack_padded_sequence`` (``Batch.lengths(m, device="cpu")``), losses are summed on the device;
+  the CPU batch before it is moved, the moved batch keeps CPU copies of its lengths (for
+  ``pack_padded_sequence``: ``batch.lengths(m, device="cpu")`` costs no copy), losses are
+  summed on the device and read once per epoch;
 * ``deterministic=True``: deterministic cuBLAS/cuDNN kernels on CUDA;
 * early stopping on a named validation metric, optionally counting only after an epoch
   (``patience_start_epoch``: the GAN schedule of DAST-GAN warms up first) and optionally
