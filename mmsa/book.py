@@ -111,8 +111,9 @@ def setup(threads: int | None = None, style: bool = True, quiet: bool = True) ->
     """Notebook preamble: cd to the repo root (so data/ resolves), threads, plot style.
 
     ``style``: the book's matplotlib defaults (fonts >= 8 pt, colour-blind-safe colour cycle).
-    ``quiet``: hide transformers' weight-loading bars and load reports, which a reader cannot act
-    on (the packaged MiniLM has a pooler the encoders do not use).
+    ``quiet``: hide transformers' weight-loading bars and load reports and tqdm's "IProgress not
+    found" warning, which a reader cannot act on (the packaged MiniLM has a pooler the encoders do
+    not use; without ipywidgets the trainer prints plain-text bars).
     """
     root = repo_root()
     os.chdir(root)
@@ -132,6 +133,10 @@ def setup(threads: int | None = None, style: bool = True, quiet: bool = True) ->
             "axes.prop_cycle": cycler(color=COLORBLIND), "image.cmap": "viridis",
         })
     if quiet:
+        import warnings
+
+        # tqdm.auto without ipywidgets; the trainer falls back to plain-text bars by itself
+        warnings.filterwarnings("ignore", message="IProgress not found")
         try:
             from transformers.utils import logging as hf_logging
         except ImportError:  # pragma: no cover - transformers is a dependency
