@@ -67,6 +67,9 @@ class Protocol:
     reliability:    SynthMSA only: "polarity" (the default story) or "independent" (positive control)
     train_missing:  (pattern, low, high): the incomplete training view drops positions at a rate
                     drawn uniformly in [low, high] per batch (fresh every epoch)
+    text_bank:      each clip's words are dropped with one of this many masks fixed in advance
+                    (audio/vision masks stay fresh), so that every incomplete sentence is read by
+                    the frozen BERT once (``mmsa.missing.make_train_transform``); 0 = fresh masks
     """
 
     dataset: str = "synth_mosi"
@@ -81,6 +84,7 @@ class Protocol:
     lr: float = 1e-3
     weight_decay: float = 0.0
     train_missing: tuple = ("random", 0.0, 0.6)
+    text_bank: int = 4
     seeds: tuple = (1, 2, 3)
     device: str = "cpu"
 
@@ -168,7 +172,8 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
     tc.update(train)
     transform = None
     if high > 0:
-        transform = missing.make_train_transform(pattern, (low, high) if high > low else low, base_seed=seed)
+        transform = missing.make_train_transform(pattern, (low, high) if high > low else low, base_seed=seed,
+                                                 text_bank=p.text_bank)
     trainer = Trainer(model, TrainConfig(**tc), callbacks=callbacks, train_transform=transform, model_name=name)
     done = out / "done.json"
     if retrain and out.exists():

@@ -45,6 +45,9 @@ class DASTGANConfig(EMTDLFRConfig):
     tau: float = 1.2
     dam_hidden: int = 128
     dam_eps: float = 1e-6
+    # reliability supervision of DAM (training only; 0 = the weights learn from the task loss alone)
+    dam_supervision: float = 0.1      # weight of the unimodal heads' L1 and of the CE(target, α)
+    dam_target_tau: float = 0.5       # temperature of the target softmax(-|ŷ_m - y| / τ_t)
     # STA
     sta_steps: int = 50
     align_sigma: Optional[float] = 0.1   # Gaussian anchoring of aligned steps (relative time)
@@ -80,6 +83,8 @@ class DASTGAN(EMTDLFR):
             self.sta = STA(D, cfg.sta_steps, cfg.n_heads, cfg.attn_dropout, cfg.ff_mult, cfg.align_sigma)
         else:
             self.sta = PlainSelfAttention(D, cfg.n_heads, cfg.attn_dropout, cfg.ff_mult)
+        if cfg.use_dam and cfg.dam_supervision > 0:  # training only (prefix "unimodal.")
+            self.unimodal = nn.ModuleDict({m: nn.Linear(self.enc_dims[m], 1) for m in MODALITIES})
         if cfg.use_gan:  # training only: excluded from inference_parameters and the Trainer's optimiser
             self.discriminator = make_discriminator(4 * D, cfg.disc_hidden, cfg.disc_dropout)
         self.adv_weight = 0.0  # λ(e), set by GANSchedule.on_epoch_start
@@ -113,7 +118,27 @@ class DASTGAN(EMTDLFR):
         out.extras.pop("aligned", None)
         return out
 
+    def reliability_supervision(self, view: dict, label: Tensor) -> tuple[Tensor, Tensor]:
+        """(Eq. 13) Which modality *is* reliable in this clip?  A linear head per modality
+        predicts the label from h_m alone; the smaller its error, the more the clip's sentiment is
+        readable from m.  The DAM weights of every layer are pulled towards
+            α* = softmax_m(−|ŷ_m − y| / τ_t)   (detached; modalities with ρ_m = 0 excluded)
+        by a cross-entropy, and the heads learn with an L1.  Returns (L_uni, L_dam)."""
+        y = label.float()[:, None]
+        preds = torch.cat([self.unimodal[m](view["feats"][m]).float() for m in MODALITIES], -1)   # (B,3)
+        err = (preds - y).abs()
+        rho = view["fused"]["extras"]["availability"].float()
+        target = (-err.detach() / self.cfg.dam_target_tau).masked_fill(rho <= 0, float("-inf")).softmax(-1)
+        alpha = view["fused"]["extras"]["layer_weights"].float()                                  # (B,L,3)
+        ce = -(target[:, None] * torch.log(alpha + 1e-8)).sum(-1).mean()
+        return err.mean(), ce
+
     def training_extras(self, batch: Batch, miss: dict, full: dict, losses: dict) -> dict:
+        if hasattr(self, "unimodal") and batch.label is not None and batch.label.dim() == 1 \
+                and batch.label.is_floating_point():
+            terms = [self.reliability_supervision(v, batch.label) for v in (miss, full)]
+            losses["unimodal"] = self.cfg.dam_supervision * sum(t[0] for t in terms)
+            losses["dam_reliability"] = self.cfg.dam_supervision * sum(t[1] for t in terms)
         f_miss = torch.cat([miss["feats"]["g"], miss["fused"]["extras"]["s"]], -1)
         f_full = torch.cat([full["feats"]["g"], full["fused"]["extras"]["s"]], -1)
         if self.cfg.use_gan and self.adv_weight > 0:
