@@ -319,6 +319,7 @@ def test_reliability_supervision_by_hand():
     y = torch.tensor([0.0, 2.0])
     l_uni, l_dam = model.reliability_supervision(view, y)
     err = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    l_uni, l_dam = float(l_uni), float(l_dam)
     assert l_uni == pytest.approx(float(err.mean()))
     t0 = torch.softmax(-err[0] / 0.5, 0)
     t1 = torch.softmax(torch.tensor([-4.0, -float("inf"), 0.0]), 0)      # audio unavailable
