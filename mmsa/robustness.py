@@ -31,6 +31,7 @@ from mmsa import metrics, missing
 from mmsa.types import MODALITIES
 
 COMPLETE = ("complete", 0.0)
+PATTERN_TITLES = {"random": "random", "burst": "burst", "modality": "modality-wise"}
 
 
 def rate_key(rate: float) -> str:
@@ -123,6 +124,16 @@ class SweepResult:
         key = COMPLETE if float(rate) == 0.0 else (pattern, float(rate))
         return np.stack([np.abs(self.preds[(label, s, *key)] - self.labels) for s in seeds])
 
+    def auilc_errors(self, label: str, seeds: Sequence[int], pattern: str) -> np.ndarray:
+        """(seeds, N) per-sample AUILC of the absolute error over the pattern's rates.
+
+        The mean over samples is the AUILC of the MAE (the trapezoid rule is linear), so two
+        models' per-sample areas can be compared pairwise with :func:`paired_difference`.
+        """
+        rates = np.sort(self.curves.loc[self.curves["pattern"] == pattern, "rate"].unique())
+        err = np.stack([self.errors(label, seeds, pattern, r) for r in rates], -1)   # (S, N, R)
+        return np.trapezoid(err, rates, axis=-1)
+
 
 def _identity(batch, index):
     return batch
@@ -153,6 +164,31 @@ def sweep(runs: dict, sets: dict, metric_dataset: str = "mosi", progress: bool =
             rows.append({"model": label, "seed": seed, "pattern": pattern, "rate": key[1], **m})
     curves = pd.DataFrame(rows).sort_values(["model", "seed", "pattern", "rate"], kind="stable")
     return SweepResult(curves.reset_index(drop=True), preds, labels)
+
+
+def in_cache(jobs: Sequence, p, data: dict, root: str = "build/runs") -> dict:
+    """``{(label, seed): bool}``: is this ``fit_all`` job already trained (``done.json``) under ``root``?"""
+    from mmsa.experiment import model_config, run_dir
+
+    out = {}
+    for label, name, seed, overrides in jobs:
+        config, train = model_config(name, data, **dict(overrides))
+        out[(label, seed)] = (run_dir(name, p, seed, config, train, root) / "done.json").exists()
+    return out
+
+
+def run_table(runs: dict, cached: Optional[dict] = None) -> pd.DataFrame:
+    """One row per run of ``fit_all``: epochs run, best (restored) epoch, training seconds."""
+    rows = []
+    for (label, seed), tr in runs.items():
+        h = tr.history
+        rows.append({"model": label, "seed": seed,
+                     "from cache": bool(cached.get((label, seed))) if cached is not None else bool(tr.cached),
+                     "epochs run": len(h), "best epoch": tr.best_epoch,
+                     "best valid MAE": min((x.get("valid_mae", np.inf) for x in h), default=np.nan),
+                     "train s": float(sum(x.get("train_seconds", 0.0) for x in h)),
+                     "s / epoch": float(np.mean([x.get("train_seconds", np.nan) for x in h])) if h else np.nan})
+    return pd.DataFrame(rows)
 
 
 def constant_metrics(train_labels, test_labels, metric_dataset: str = "mosi") -> dict:
@@ -186,6 +222,26 @@ def auilc_table(curves: pd.DataFrame, metric: str, ddof: int = 0) -> pd.DataFram
     order = [p for p in missing.PATTERNS if p in per["pattern"].unique()]
     models = list(dict.fromkeys(per["model"]))
     return out.reindex(index=models, columns=pd.MultiIndex.from_product([order, ["mean", "std"]]))
+
+
+def format_mean_std(table: pd.DataFrame, digits: int = 3, scale: float = 1.0) -> pd.DataFrame:
+    """``"mean ± std"`` strings from a table with columns ``(group, "mean" | "std")``."""
+    groups = list(dict.fromkeys(table.columns.get_level_values(0)))
+    out = pd.DataFrame(index=table.index)
+    for g in groups:
+        m, sd = table[(g, "mean")] * scale, table[(g, "std")] * scale
+        out[g] = [("–" if pd.isna(a) else f"{a:.{digits}f} ± {b:.{digits}f}") for a, b in zip(m, sd)]
+    return out
+
+
+def first_rate_above(curves: pd.DataFrame, metric: str, threshold: float) -> pd.DataFrame:
+    """Per model and pattern: the smallest rate at which the seed-mean ``metric`` exceeds
+    ``threshold`` (e.g. the constant predictor's MAE); NaN if it never does."""
+    mean = curves.groupby(["model", "pattern", "rate"], sort=False)[metric].mean().reset_index()
+    above = mean[mean[metric] > threshold].groupby(["model", "pattern"], sort=False)["rate"].min()
+    models = list(dict.fromkeys(curves["model"]))
+    patterns = [p for p in missing.PATTERNS if p in set(curves["pattern"])]
+    return above.unstack("pattern").reindex(index=models, columns=patterns)
 
 
 def mean_over_rates(curves: pd.DataFrame, metric_names: Sequence[str], pattern: str = "random",
@@ -291,7 +347,7 @@ def plot_curves(curves: pd.DataFrame, metric: str, ylabel: str, reference: Optio
                 ax.fill_between(mean.index, lo.values, hi.values, color=styles[m]["color"], alpha=0.12, lw=0)
         if reference is not None:
             ax.axhline(reference * scale, color="0.3", ls=":", lw=1.2, label=reference_label)
-        ax.set(title=f"{pattern} missing", xlabel="missing rate r")
+        ax.set(title=f"{PATTERN_TITLES.get(pattern, pattern)} missing", xlabel="missing rate r")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
     handles, names = axes[0][0].get_legend_handles_labels()
@@ -300,6 +356,7 @@ def plot_curves(curves: pd.DataFrame, metric: str, ylabel: str, reference: Optio
     return fig
 
 
-__all__ = ["COMPLETE", "rate_key", "masked_sets", "dropped_fraction", "SweepResult", "sweep", "constant_metrics",
-           "auilc_per_seed", "auilc_table", "mean_over_rates", "curve_dict", "paired_difference",
+__all__ = ["COMPLETE", "rate_key", "masked_sets", "dropped_fraction", "SweepResult", "sweep", "in_cache", "run_table",
+           "constant_metrics", "auilc_per_seed", "auilc_table", "format_mean_std", "first_rate_above",
+           "mean_over_rates", "curve_dict", "paired_difference",
            "model_styles", "plot_curves"]

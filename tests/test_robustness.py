@@ -165,3 +165,43 @@ def test_constant_metrics_and_plot():
     assert [t.get_text() for t in names] == ["A", "B", "constant predictor"]
     styles = robustness.model_styles([f"m{i}" for i in range(11)])
     assert len({(s["color"], s["marker"], s["ls"]) for s in styles.values()}) == 11
+
+
+def test_auilc_errors_average_to_the_auilc_of_the_mae(split):
+    sets = robustness.masked_sets(split, ["burst"], [0.0, 0.3, 0.9])
+    res = robustness.sweep({("a", 1): trainer(1.0), ("a", 2): trainer(0.7)}, sets, "mosi", progress=False)
+    per_sample = res.auilc_errors("a", [1, 2], "burst")
+    assert per_sample.shape == (2, len(split))
+    areas = robustness.auilc_per_seed(res.curves, "mae").set_index("seed")["auilc"]
+    assert per_sample.mean(1) == pytest.approx([areas[1], areas[2]], abs=1e-12)
+
+
+def test_format_and_first_rate_above():
+    c = _curves()
+    shown = robustness.format_mean_std(robustness.auilc_table(c, "mae"), 2)
+    assert shown.loc["A", "random"] == "0.75 ± 0.25" and shown.loc["A", "burst"] == "–"
+    first = robustness.first_rate_above(c, "mae", 2.9)
+    assert first.loc["B", "random"] == 0.0          # mean of seeds 2 and 4 = 3 > 2.9 from rate 0
+    assert first.loc["B", "burst"] == 0.0
+    assert math.isnan(first.loc["A", "random"])     # A never exceeds 2.9
+    first = robustness.first_rate_above(c, "mae", 3.2)
+    assert first.loc["B", "burst"] == 0.5 and math.isnan(first.loc["B", "random"])
+
+
+def test_in_cache_and_run_table(tmp_path, split):
+    p = experiment.Protocol()
+    data = {"train": split, "valid": split, "test": split}
+    jobs = [("plain", "lf_dnn", 1, {}), ("wide", "lf_dnn", 1, {"hidden_text": 8})]
+    assert robustness.in_cache(jobs, p, data, root=str(tmp_path)) == {("plain", 1): False, ("wide", 1): False}
+    config, train = experiment.model_config("lf_dnn", data, hidden_text=8)
+    done = experiment.run_dir("lf_dnn", p, 1, config, train, str(tmp_path)) / "done.json"
+    done.parent.mkdir(parents=True)
+    done.write_text("{}")
+    assert robustness.in_cache(jobs, p, data, root=str(tmp_path)) == {("plain", 1): False, ("wide", 1): True}
+    tr = trainer(1.0)
+    tr.history = [{"epoch": 1, "train_seconds": 2.0, "valid_mae": 1.5}, {"epoch": 2, "train_seconds": 4.0, "valid_mae": 1.2}]
+    tr.best_epoch = 2
+    row = robustness.run_table({("a", 1): tr}, {("a", 1): True}).iloc[0]
+    assert (row["epochs run"], row["best epoch"], row["best valid MAE"], row["train s"], row["s / epoch"]) == (
+        2, 2, 1.2, 6.0, 3.0)
+    assert bool(row["from cache"]) is True
