@@ -169,6 +169,22 @@ def gan_patience_start(config) -> int:
     return int(config.gan_warmup + config.gan_ramp) if getattr(config, "use_gan", True) else 0
 
 
+def _average_across_ranks(module: nn.Module) -> None:
+    """Under torch.distributed, replace each gradient by its mean over the ranks.
+
+    The discriminator is stepped by the callback, outside the DDP-wrapped forward/backward, so
+    DDP never all-reduces its gradients: without this each rank's D would drift apart."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
 class GANSchedule:
     """Trainer callback for the adversarial game ("progressive integration").
 
@@ -232,6 +248,7 @@ class GANSchedule:
             d_real, d_fake = disc(real), disc(fake)
             loss = discriminator_loss(d_real, d_fake)
         loss.backward()
+        _average_across_ranks(disc)           # DDP: every replica takes the same D step
         self.optimizer.step()
         disc.zero_grad(set_to_none=True)
         with torch.no_grad():                 # accumulate on device: no host sync per step
