@@ -32,12 +32,12 @@ def fake_trainer(model):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_trainable_parameter_gets_a_gradient(variant):
     torch.manual_seed(0)
-    model = tiny(**VARIANTS[variant])
+    model = tiny(**VARIANTS[variant], dam_supervision=0.1 if variant == "full" else 0.0)
     model.adv_weight = 0.1
     out = model(make_batch())
     assert out.pred.shape == (4,)
     expected = {"task", "task_full", "attraction", "reconstruction"} | ({"adversarial"} if model.cfg.use_gan else set()) \
-        | ({"unimodal", "dam_reliability"} if model.cfg.use_dam else set())
+        | ({"unimodal", "dam_reliability"} if model.cfg.use_dam and model.cfg.dam_supervision > 0 else set())
     assert set(out.losses) == expected
     out.loss.backward()
     missing = [n for n, p in model.named_parameters()
@@ -308,7 +308,7 @@ def test_all_words_dropped_the_prediction_no_longer_depends_on_the_sentence():
 def test_reliability_supervision_by_hand():
     """α* = softmax(-|ŷ_m - y| / τ_t) over the available modalities; L_dam = CE(α*, α)."""
     torch.manual_seed(0)
-    model = tiny()
+    model = tiny(dam_supervision=0.1)
     view = {"enc": {"local": {m: torch.zeros(2, 3, d) for m, d in model.enc_dims.items()},
                     "valid": {m: torch.ones(2, 3, dtype=torch.bool) for m in model.enc_dims}},
             "fused": {"extras": {"availability": torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]),

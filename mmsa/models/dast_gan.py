@@ -52,7 +52,7 @@ class DASTGANConfig(EMTDLFRConfig):
     dam_hidden: int = 128
     dam_eps: float = 1e-6
     # reliability supervision of DAM (training only; 0 = the weights learn from the task loss alone)
-    dam_supervision: float = 0.1      # weight of the unimodal heads' L1 and of the CE(target, α)
+    dam_supervision: float = 0.0      # weight of the unimodal heads' L1 and of the CE(target, α); off by default
     dam_target_tau: float = 0.5       # temperature of the target softmax(-|ŷ_m - y| / τ_t)
     # STA
     sta_steps: int = 50
