@@ -109,7 +109,9 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def _band(metrics: dict, rule: dict) -> tuple[float, str]:
-    """Noise band of a comparison: 2 x the larger seed std, at least ``floor`` (e.g. 2 test samples)."""
+    """Noise band of a comparison: 2 x the larger seed std, at least ``floor`` (e.g. 2 test samples).
+
+    Returns (band, description); the description is in the rule's display units (``scale``)."""
     stds = [_number(lookup(metrics, k)) for k in rule.get("std", ())]
     band = 2 * max(stds) if stds else 0.0
     if "floor_samples" in rule:
@@ -119,7 +121,7 @@ def _band(metrics: dict, rule: dict) -> tuple[float, str]:
         return 0.0, "no noise estimate stored"
     if stds and max(stds) == 0 and "floor_samples" not in rule:
         return 0.0, "one seed: no noise estimate"
-    return band, f"noise band ±{_fmt(band)}"
+    return band, f"noise band ±{_fmt(band * rule.get('scale', 1.0), rule.get('digits', 3))}"
 
 
 def rule_less(metrics: dict, rule: dict) -> tuple[str, str, str]:
@@ -217,7 +219,7 @@ def rule_spread(metrics: dict, rule: dict) -> tuple[str, str, str]:
     """The values of a table (e.g. accuracy per learning rate) should differ by less than the noise band."""
     table = lookup(metrics, rule["table"])
     if not isinstance(table, dict) or len(table) < 2:
-        raise Missing(f"{rule['table']} needs at least two entries")
+        raise Missing(f"{rule['table']} has fewer than two entries in this run")
     vals = {k: _number(v) for k, v in table.items()}
     spread = max(vals.values()) - min(vals.values())
     band, how = _band(metrics, rule)
