@@ -309,13 +309,14 @@ def test_reliability_supervision_by_hand():
     """α* = softmax(-|ŷ_m - y| / τ_t) over the available modalities; L_dam = CE(α*, α)."""
     torch.manual_seed(0)
     model = tiny()
-    view = {"feats": {m: torch.zeros(2, d) for m, d in model.enc_dims.items()},
+    view = {"enc": {"local": {m: torch.zeros(2, 3, d) for m, d in model.enc_dims.items()},
+                    "valid": {m: torch.ones(2, 3, dtype=torch.bool) for m in model.enc_dims}},
             "fused": {"extras": {"availability": torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]),
                                  "layer_weights": torch.full((2, 2, 3), 1 / 3)}}}
     with torch.no_grad():
         for i, m in enumerate(("text", "audio", "vision")):
-            model.unimodal[m].weight.zero_()
-            model.unimodal[m].bias.fill_(float(i))           # ŷ = 0, 1, 2
+            model.unimodal[m][-1].weight.zero_()
+            model.unimodal[m][-1].bias.fill_(float(i))       # ŷ = 0, 1, 2
     y = torch.tensor([0.0, 2.0])
     l_uni, l_dam = model.reliability_supervision(view, y)
     err = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])

@@ -36,6 +36,12 @@ from mmsa.models.emt_dlfr import EMTDLFR, EMTDLFRConfig
 from mmsa.types import MODALITIES, Batch
 
 
+def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
+    """Mean of x (B,T,D) over the positions where valid (B,T) is True; 0 where none is."""
+    w = valid.to(x.dtype)[..., None]
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
 @dataclass
 class DASTGANConfig(EMTDLFRConfig):
     use_dam: bool = True
@@ -84,7 +90,8 @@ class DASTGAN(EMTDLFR):
         else:
             self.sta = PlainSelfAttention(D, cfg.n_heads, cfg.attn_dropout, cfg.ff_mult)
         if cfg.use_dam and cfg.dam_supervision > 0:  # training only (prefix "unimodal.")
-            self.unimodal = nn.ModuleDict({m: nn.Linear(self.enc_dims[m], 1) for m in MODALITIES})
+            self.unimodal = nn.ModuleDict({m: nn.Sequential(nn.Linear(self.enc_dims[m], 64), nn.ReLU(), nn.Linear(64, 1))
+                                           for m in MODALITIES})
         if cfg.use_gan:  # training only: excluded from inference_parameters and the Trainer's optimiser
             self.discriminator = make_discriminator(4 * D, cfg.disc_hidden, cfg.disc_dropout)
         self.adv_weight = 0.0  # λ(e), set by GANSchedule.on_epoch_start
@@ -119,13 +126,16 @@ class DASTGAN(EMTDLFR):
         return out
 
     def reliability_supervision(self, view: dict, label: Tensor) -> tuple[Tensor, Tensor]:
-        """(Eq. 13) Which modality *is* reliable in this clip?  A linear head per modality
-        predicts the label from h_m alone; the smaller its error, the more the clip's sentiment is
-        readable from m.  The DAM weights of every layer are pulled towards
+        """(Eq. 13) Which modality *is* reliable in this clip?  A small head per modality predicts
+        the label from that modality alone (its encoder's local states, averaged over the valid
+        steps); the smaller its error, the more the clip's sentiment is readable from m.  The DAM
+        weights of every layer are pulled towards
             α* = softmax_m(−|ŷ_m − y| / τ_t)   (detached; modalities with ρ_m = 0 excluded)
         by a cross-entropy, and the heads learn with an L1.  Returns (L_uni, L_dam)."""
         y = label.float()[:, None]
-        preds = torch.cat([self.unimodal[m](view["feats"][m]).float() for m in MODALITIES], -1)   # (B,3)
+        enc = view["enc"]
+        pooled = {m: masked_mean(enc["local"][m], enc["valid"][m]) for m in MODALITIES}
+        preds = torch.cat([self.unimodal[m](pooled[m]).float() for m in MODALITIES], -1)         # (B,3)
         err = (preds - y).abs()
         rho = view["fused"]["extras"]["availability"].float()
         target = (-err.detach() / self.cfg.dam_target_tau).masked_fill(rho <= 0, float("-inf")).softmax(-1)
@@ -167,6 +177,22 @@ def gan_patience_start(config) -> int:
     """Epoch after which early-stopping patience counts (``TrainConfig.patience_start_epoch``)."""
     config = getattr(config, "cfg", config)
     return int(config.gan_warmup + config.gan_ramp) if getattr(config, "use_gan", True) else 0
+
+
+def _average_across_ranks(module: nn.Module) -> None:
+    """Under torch.distributed, replace each gradient by its mean over the ranks.
+
+    The discriminator is stepped by the callback, outside the DDP-wrapped forward/backward, so
+    DDP never all-reduces its gradients: without this each rank's D would drift apart."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
 
 
 class GANSchedule:
@@ -232,6 +258,7 @@ class GANSchedule:
             d_real, d_fake = disc(real), disc(fake)
             loss = discriminator_loss(d_real, d_fake)
         loss.backward()
+        _average_across_ranks(disc)           # DDP: every replica takes the same D step
         self.optimizer.step()
         disc.zero_grad(set_to_none=True)
         with torch.no_grad():                 # accumulate on device: no host sync per step
