@@ -125,6 +125,13 @@ class DASTGAN(EMTDLFR):
         out.extras.pop("aligned", None)
         return out
 
+    def unimodal_predictions(self, view: dict) -> Tensor:
+        """(B, 3) predictions of the unimodal heads (``dam_supervision > 0`` only) from each
+        encoder's local states averaged over the valid steps."""
+        enc = view["enc"]
+        return torch.cat([self.unimodal[m](masked_mean(enc["local"][m], enc["valid"][m])).float()
+                          for m in MODALITIES], -1)
+
     def reliability_supervision(self, view: dict, label: Tensor) -> tuple[Tensor, Tensor]:
         """(Eq. 13) Which modality *is* reliable in this clip?  A small head per modality predicts
         the label from that modality alone (its encoder's local states, averaged over the valid
@@ -132,11 +139,7 @@ class DASTGAN(EMTDLFR):
         weights of every layer are pulled towards
             α* = softmax_m(−|ŷ_m − y| / τ_t)   (detached; modalities with ρ_m = 0 excluded)
         by a cross-entropy, and the heads learn with an L1.  Returns (L_uni, L_dam)."""
-        y = label.float()[:, None]
-        enc = view["enc"]
-        pooled = {m: masked_mean(enc["local"][m], enc["valid"][m]) for m in MODALITIES}
-        preds = torch.cat([self.unimodal[m](pooled[m]).float() for m in MODALITIES], -1)         # (B,3)
-        err = (preds - y).abs()
+        err = (self.unimodal_predictions(view) - label.float()[:, None]).abs()
         rho = view["fused"]["extras"]["availability"].float()
         target = (-err.detach() / self.cfg.dam_target_tau).masked_fill(rho <= 0, float("-inf")).softmax(-1)
         alpha = view["fused"]["extras"]["layer_weights"].float()                                  # (B,L,3)
