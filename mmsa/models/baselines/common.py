@@ -197,21 +197,33 @@ class LSTMEncoder(nn.Module):
 class CrossmodalLayer(nn.Module):
     """Pre-LN transformer block with queries from x and keys/values from src:
         x <- x + Drop(MHA(LN(x), LN(src), LN(src)));   x <- x + Drop(FFN(LN(x)))
-    src = x gives self-attention.  ``src_pad`` (B, S) bool: True = padding key (ignored)."""
+    src = x gives self-attention.  ``src_pad`` (B, S) bool: True = padding key (ignored; every
+    row must keep one key).  Attention runs through ``F.scaled_dot_product_attention``."""
 
     def __init__(self, d: int, heads: int, dropout: float, attn_dropout: Optional[float] = None,
                  ff_mult: int = 4):
         super().__init__()
+        if d % heads:
+            raise ValueError(f"attention width {d} must be divisible by heads={heads}")
+        self.heads = heads
+        self.attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.ln_q, self.ln_kv, self.ln_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout if attn_dropout is None else attn_dropout,
-                                          batch_first=True)
+        self.q, self.kv, self.o = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
         self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_mult * d, d))
         self.drop = nn.Dropout(dropout)
 
+    def attend(self, x: torch.Tensor, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+        """softmax(Q Kᵀ / √(d/h)) V per head, Q = W_q x, [K; V] = W_kv src; padding keys masked."""
+        (B, T, d), S, h = x.shape, src.shape[1], self.heads
+        q = self.q(x).view(B, T, h, d // h).transpose(1, 2)
+        k, v = self.kv(src).view(B, S, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=~src_pad[:, None, None, :],
+                                             dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.o(out.transpose(1, 2).reshape(B, T, d))
+
     def forward(self, x: torch.Tensor, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
         kv = self.ln_kv(src)
-        h, _ = self.attn(self.ln_q(x), kv, kv, key_padding_mask=src_pad, need_weights=False)
-        x = x + self.drop(h)
+        x = x + self.drop(self.attend(self.ln_q(x), kv, src_pad))
         return x + self.drop(self.ff(self.ln_ff(x)))
 
 
