@@ -16,8 +16,8 @@ TEXT_DIM = 32  # the tiny BERT's width
 SMALL = {
     "lf_dnn": dict(hidden_text=8, text_out=8, hidden_audio=4, hidden_vision=4, post_fusion_dim=8, dropout=0.0),
     "ef_lstm": dict(hidden=8, dropout=0.0),
-    "tfn": dict(hidden_text=8, text_out=6, hidden_audio=3, hidden_vision=4, post_fusion_dim=8, dropout=0.0),
-    "lmf": dict(hidden_text=8, text_out=6, hidden_audio=3, hidden_vision=4, rank=3, fusion_dim=8, dropout=0.0),
+    "tfn": dict(hidden_text=8, text_out=6, hidden_audio=4, hidden_vision=4, post_fusion_dim=8, dropout=0.0),
+    "lmf": dict(hidden_text=8, text_out=6, hidden_audio=4, hidden_vision=4, rank=3, fusion_dim=8, dropout=0.0),
     "mult": dict(d_model=8, heads=2, cross_layers=1, self_layers=1, dropout=0.0, embed_dropout=0.0),
     "misa": dict(hidden=8, fusion_ff=16, dropout=0.0),
     "self_mm": dict(audio_hidden=4, vision_hidden=4, audio_out=4, vision_out=4, post_fusion_dim=8, post_text_dim=8,
@@ -208,7 +208,7 @@ def test_unknown_preset_is_an_error():
 def test_tfn_fused_tensor_size_and_content():
     m = model("tfn").eval()
     out = m(make_batch())
-    dt, da, dv = 6, 3, 4
+    dt, da, dv = 6, 4, 4
     assert out.extras["fused"].shape == (4, (dt + 1) * (da + 1) * (dv + 1))
     z = out.extras["fused"].view(4, dt + 1, da + 1, dv + 1)
     # the appended 1s keep the unimodal vectors and a constant inside the tensor
@@ -222,8 +222,8 @@ def test_tfn_fused_tensor_size_and_content():
 def test_lmf_equals_explicit_tensor_fusion():
     m = model("lmf").double()
     torch.manual_seed(1)
-    zt, za, zv = torch.randn(2, 6).double(), torch.randn(2, 3).double(), torch.randn(2, 4).double()
-    # W = Σ_i λ_i w_t^(i) ⊗ w_a^(i) ⊗ w_v^(i), shape (7, 4, 5, h);  h = Z · W + b with Z = TFN's tensor
+    zt, za, zv = torch.randn(2, 6).double(), torch.randn(2, 4).double(), torch.randn(2, 4).double()
+    # W = Σ_i λ_i w_t^(i) ⊗ w_a^(i) ⊗ w_v^(i), shape (7, 5, 5, h);  h = Z · W + b with Z = TFN's tensor
     W = torch.einsum("r,rih,rjh,rkh->ijkh", m.rank_weights, m.factor_t, m.factor_a, m.factor_v)
     Z = TFN.fuse(zt, za, zv)
     explicit = Z @ W.reshape(-1, W.shape[-1]) + m.fusion_bias

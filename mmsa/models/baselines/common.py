@@ -161,14 +161,15 @@ def sinusoid(T: int, d: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class SubNet(nn.Sequential):
-    """Utterance-level MLP of TFN/LMF/LF-DNN: BatchNorm -> dropout -> 3 x (Linear-ReLU).
-    (BatchNorm over the batch keeps each sample's feature magnitudes; a LayerNorm over 5 audio
-    features would remove them.)"""
+    """Utterance-level MLP of TFN/LMF/LF-DNN: dropout -> 3 x (Linear-ReLU).
+    The toolkit puts a BatchNorm first; we leave it out so that a sample's output never depends on
+    the rest of its batch (and gradient accumulation equals a big batch).  A LayerNorm is no
+    substitute: over 5 audio features it would remove each sample's feature magnitudes.  Feed
+    standardised features (SynthMSA is; ``load_features(..., zscore=True)`` for real files)."""
 
     def __init__(self, d_in: int, d_hidden: int, dropout: float):
-        super().__init__(nn.BatchNorm1d(d_in), nn.Dropout(dropout),
-                         nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_hidden), nn.ReLU(),
-                         nn.Linear(d_hidden, d_hidden), nn.ReLU())
+        super().__init__(nn.Dropout(dropout), nn.Linear(d_in, d_hidden), nn.ReLU(),
+                         nn.Linear(d_hidden, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_hidden), nn.ReLU())
 
 
 class LSTMEncoder(nn.Module):
