@@ -27,7 +27,7 @@ CONFIGS = {  # name -> (build kwargs, batch kwargs)
     "tfn": (dict(BASE, hidden_text=8, text_out=6, hidden_audio=3, hidden_vision=4, post_fusion_dim=8), {}),
     "lmf": (dict(BASE, hidden_text=8, text_out=6, hidden_audio=3, hidden_vision=4, rank=3, fusion_dim=8), {}),
     "mult": (dict(BASE, d_model=8, heads=2, cross_layers=1, self_layers=1), {}),
-    "misa": (dict(BASE, hidden=8, fusion_ff=16), {}),
+    "misa": (dict(BASE, hidden=8, rnn_hidden=4, fusion_ff=16), {}),
     "self_mm": (dict(BASE, audio_hidden=4, vision_hidden=4, audio_out=4, vision_out=4, post_fusion_dim=8,
                      post_text_dim=4, post_audio_dim=4, post_vision_dim=4), {}),
     "tfr_net": (dict(BASE, d_model=8, heads=2, fusion_hidden=(4, 4, 4), cls_hidden=8), {}),

@@ -33,7 +33,9 @@ from mmsa.types import Batch, ModelOutput
 @dataclass
 class MISAConfig(BaselineConfig):
     hidden: int = 32          # d_h, size of u_m and of every shared/private vector   (toolkit, MOSI: 128)
-    rnn_hidden: int = 0       # audio/vision LSTM units; 0 = the modality's feature size (the toolkit)
+    rnn_hidden: int = 32      # audio/vision LSTM units; 0 = the modality's feature size (toolkit: 0)
+    #                           (on SynthMSA 0, i.e. 5 audio units, starves the audio cue: validation
+    #                           MAE 0.96 vs 0.74 with 32, feature-mode text, lr 3e-4)
     fusion_heads: int = 2     #                                                       (2)
     fusion_ff: int = 64       # feed-forward width of the fusion layer                (2048, torch's default)
     dropout: float = 0.1      #                                                       (0.2)
