@@ -153,19 +153,42 @@ def model_config(name: str, data: dict, **overrides) -> tuple[dict, dict]:
 _NOT_TRAINING = {"book.py", "cli.py", "viz.py", "report.py", "efficiency.py", "probes.py", "robustness.py"}
 
 
-def _source_hash() -> str:
+def _model_files(name: str) -> set:
+    """Source files of the model ``name``: its module (a whole package for the baselines) and the
+    mmsa.models modules it builds on (e.g. DAST-GAN extends EMT-DLFR)."""
+    import importlib
+    import inspect
+    import sys
+
+    from mmsa import models
+
+    module = importlib.import_module(models._MODULES[name])
+    files = {Path(module.__file__)}
+    if Path(module.__file__).name == "__init__.py":
+        files |= set(Path(module.__file__).parent.rglob("*.py"))
+    for value in vars(module).values():
+        origin = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+        if isinstance(origin, str) and origin.startswith("mmsa.models.") and origin in sys.modules:
+            files.add(Path(sys.modules[origin].__file__))
+    return files
+
+
+def _source_hash(name: str) -> str:
+    """Hash of the code a training of ``name`` depends on: every module of the package except the
+    other models and the modules that only measure or draw."""
     root = Path(__file__).resolve().parent
+    files = {f for f in root.rglob("*.py") if f.name not in _NOT_TRAINING and "models" not in f.relative_to(root).parts}
+    files |= {root / "models" / "__init__.py"} | _model_files(name)
     h = hashlib.sha1()
-    for f in sorted(root.rglob("*.py")):
-        if f.name not in _NOT_TRAINING:
-            h.update(f.relative_to(root).as_posix().encode())
-            h.update(f.read_bytes())
+    for f in sorted(files):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 
 def run_dir(name: str, p: Protocol, seed: int, config: dict, train: dict, root="build/runs") -> Path:
     blob = json.dumps({"model": name, "config": config, "train": train, "protocol": p.key(),
-                       "seed": seed, "code": _source_hash()}, sort_keys=True, default=str)
+                       "seed": seed, "code": _source_hash(name)}, sort_keys=True, default=str)
     return Path(root) / f"{name}-s{seed}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
 
 
@@ -250,8 +273,12 @@ def fit_all(jobs: list, p: Protocol, root: str = "build/runs", workers: int = 1,
                 fit(name, p, seed, data=data, root=root, **overrides)
                 bar.update()
         bar.close()
-    return {(label, seed): fit(name, p, seed, data=data, root=root, **dict(overrides))
-            for label, name, seed, overrides in jobs}
+    trained_now = {(name, seed, json.dumps(o, sort_keys=True, default=str)) for name, _, seed, _, o in todo}
+    out = {}
+    for label, name, seed, overrides in jobs:
+        t = out[(label, seed)] = fit(name, p, seed, data=data, root=root, **dict(overrides))
+        t.cached = (name, seed, json.dumps(dict(overrides), sort_keys=True, default=str)) not in trained_now
+    return out
 
 
 # The four models every DAST-GAN chapter (02, 03, 04) compares, trained once per seed.
