@@ -3,11 +3,11 @@
 Everything of EMT-DLFR (``mmsa.models.emt_dlfr``) stays; three switchable modules are added:
 
  1. DAM  (``use_dam``)  availability ρ read from the input, missing compensation of G⁰, dynamic
-                        modality weights α = softmax((MLP([vec(G); ρ]) + log(ρ+ε))/τ) replacing
-                        EMT's pooling in every layer (``mmsa.fusion.dam``).  Off: α = 1/3.
+                        modality weights α = softmax((MLP([LN(vec G^(m)); ρ_m]) + log(ρ+ε))/τ)
+                        replacing EMT's pooling in every layer (``mmsa.fusion.dam``).  Off: α = 1/3.
  2. STA  (``use_sta``)  local streams aligned to T=50 steps, temporal + spatial attention, fusion
-                        gate, pooled into s ∈ (B,D) (``mmsa.fusion.sta``).  Off: one standard
-                        self-attention layer in its place.
+                        gate, attention-pooled over time into s ∈ (B,D) (``mmsa.fusion.sta``).
+                        Off: one standard self-attention layer in its place.
  3. GAN  (``use_gan``)  f = [vec(G^L); s]; a spectral-norm discriminator tells complete-view
                         features (real) from incomplete-view ones (fake).  The generator term
                         losses["adversarial"] = λ(e)·BCE(D(f_miss), 1) uses ``model.adv_weight``

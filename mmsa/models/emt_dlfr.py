@@ -2,7 +2,7 @@
 
 Read top to bottom as the method:
  1. encoders   text BERT (local token states, global [CLS]); audio/vision LSTMs
- 2. context    G⁰ = stack(P_l h_l, P_a h_a, P_v h_v) ∈ (B,3,D);  X_m = P_m H_m + PE
+ 2. context    G⁰ = stack(P_l h_l, P_a h_a, P_v h_v) ∈ (B,3,D);  X_m = LN_m(P_m H_m) + PE
  3. EMT        L mutual-promotion layers (``mmsa.fusion.emt``) -> G^L, X_m^L
  4. head       ŷ = MLP(concat[h_l, h_a, h_v, vec(G^L)])
  5. DLFR       (training) the complete view goes through the same weights; SimSiam attraction
@@ -103,6 +103,10 @@ class EMTDLFR(nn.Module):
         self.enc_dims = {"text": self.text_dim, "audio": cfg.audio_out, "vision": cfg.vision_out}
         # 2. bias-free projections shared by the global and the local path
         self.proj = nn.ModuleDict({m: nn.Linear(self.enc_dims[m], D, bias=False) for m in MODALITIES})
+        # the local streams are normalised before the position codes are added: a projected
+        # LSTM output has norm ~0.4 at D=32, a sinusoidal code ~4, and without the norm the
+        # attention would see mostly positions
+        self.local_norm = nn.ModuleDict({m: nn.LayerNorm(D) for m in MODALITIES})
         self.emb_dropout = nn.Dropout(cfg.emb_dropout)
         # 3. EMT
         self.emt = EMT(D, cfg.n_layers, cfg.n_heads, cfg.attn_dropout, cfg.ff_mult, pooling=self._emt_pooling())
@@ -145,11 +149,11 @@ class EMTDLFR(nn.Module):
 
     def view(self, batch: Batch) -> dict:
         enc = self.encode(batch)
-        # Eq. (context): G⁰ = stack(P_m h_m);  X_m = P_m H_m + PE
+        # Eq. (context): G⁰ = stack(P_m h_m);  X_m = LN_m(P_m H_m) + PE
         g = torch.stack([self.proj[m](enc["global"][m]) for m in MODALITIES], 1)
         xs = []
         for m in MODALITIES:
-            x = self.proj[m](enc["local"][m])
+            x = self.local_norm[m](self.proj[m](enc["local"][m]))
             x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device, x.dtype)
             xs.append(self.emb_dropout(x))
         valid = [enc["valid"][m] for m in MODALITIES]
