@@ -34,7 +34,7 @@ import torch
 
 from mmsa import missing
 from mmsa.data import load_features, make_loader, synthetic_splits
-from mmsa.train import Trainer, TrainConfig
+from mmsa.train import Trainer, TrainConfig, read_checkpoint
 
 SYNTH_KINDS = {"synth_mosi": "mosi", "synth_sims": "sims"}
 REAL = ("mosi", "mosei", "sims")
@@ -169,13 +169,12 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
     transform = None
     if high > 0:
         transform = missing.make_train_transform(pattern, (low, high) if high > low else low, base_seed=seed)
-    trainer = Trainer(model, TrainConfig(**tc), callbacks=callbacks, train_transform=transform)
+    trainer = Trainer(model, TrainConfig(**tc), callbacks=callbacks, train_transform=transform, model_name=name)
     done = out / "done.json"
     if retrain and out.exists():
         shutil.rmtree(out)
     if done.exists():
-        state = torch.load(out / "best.pt", map_location=trainer.device, weights_only=True)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(read_checkpoint(out / "best.pt")["model"])
         info = json.loads(done.read_text())
         trainer.history, trainer.best_epoch = info["history"], info["best_epoch"]
         trainer.epoch = len(trainer.history)
@@ -230,6 +229,43 @@ def fit_all(jobs: list, p: Protocol, root: str = "build/runs", workers: int = 1,
             for label, name, seed, overrides in jobs}
 
 
+# The four models every DAST-GAN chapter (02, 03, 04) compares, trained once per seed.
+CORE = {"LF-DNN": ("lf_dnn", {}), "EMT-DLFR": ("emt_dlfr", {}), "DAST-GAN": ("dast_gan", {}),
+        "DAST-GAN w/o GAN": ("dast_gan", {"use_gan": False})}
+CORE_KEYS = {"LF-DNN": "lf_dnn", "EMT-DLFR": "emt_dlfr", "DAST-GAN": "dast_gan", "DAST-GAN w/o GAN": "dast_gan_nogan"}
+
+
+def core_jobs(p: Protocol) -> list:
+    """``fit_all`` jobs for the four core models and every seed of the protocol."""
+    return [(label, name, seed, flags) for label, (name, flags) in CORE.items() for seed in p.seeds]
+
+
+def compare(runs: dict, data: dict, p: Protocol, rates=(0.0, 0.5), pattern: str = "random"):
+    """Test metrics of every run at each missing rate -> long DataFrame
+    (model, seed, rate, mae, corr, acc2_non0, f1_non0, acc7)."""
+    import pandas as pd
+
+    rows = []
+    for (label, seed), trainer in runs.items():
+        for rate in rates:
+            m = evaluate(trainer, data["test"], p, pattern, rate)
+            rows.append({"model": label, "seed": seed, "rate": rate,
+                         **{k: m[k] for k in ("mae", "corr", "acc2_non0", "f1_non0", "acc7")}})
+    return pd.DataFrame(rows)
+
+
+def core_metrics(table, data: dict) -> dict:
+    """The numbers chapters 02-04 all report: const_mae and mae_<model>_r05 (mean over seeds) etc."""
+    out = {"const_mae": const_mae(data), "dataset": data["train"].dataset, "n_train": len(data["train"])}
+    for label, key in CORE_KEYS.items():
+        for rate, tag in ((0.0, "r0"), (0.5, "r05")):
+            sel = table[(table.model == label) & (table.rate == rate)]
+            if len(sel):
+                out[f"mae_{key}_{tag}"] = float(sel.mae.mean())
+                out[f"mae_{key}_{tag}_std"] = float(sel.mae.std(ddof=0))
+    return out
+
+
 def eval_transform(pattern: str = "random", rate: float = 0.0, seed: int = 1000, **kw):
     """The evaluation masks: identical for every model (same pattern, rate and seed)."""
     if rate == 0:
@@ -250,5 +286,6 @@ def const_mae(data: dict) -> float:
     return float(np.abs(y_te - y_tr.mean()).mean())
 
 
-__all__ = ["Protocol", "BOOK_MODELS", "load", "loaders", "fit", "fit_all", "evaluate", "eval_transform",
+__all__ = ["Protocol", "BOOK_MODELS", "CORE", "core_jobs", "compare", "core_metrics", "load", "loaders",
+           "fit", "fit_all", "evaluate", "eval_transform",
            "model_config", "const_mae", "run_dir"]
