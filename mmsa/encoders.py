@@ -81,8 +81,10 @@ class FrozenBert:
         return self._copies[key]
 
     @torch.no_grad()
-    def __call__(self, ids: Tensor, mask: Tensor, store: bool = True) -> Tensor:
-        """ids, mask (B, L) -> token states (B, L, H) float32, zero where mask == 0."""
+    def __call__(self, ids: Tensor, mask: Tensor, store=True) -> Tensor:
+        """ids, mask (B, L) -> token states (B, L, H) float32, zero where mask == 0.
+
+        store: keep newly computed rows in the cache (a bool, or one bool per row)."""
         B, L = ids.shape
         n = mask.long().sum(1).tolist()
         ids_cpu = ids.detach().to("cpu", torch.int32)
@@ -97,6 +99,7 @@ class FrozenBert:
                 self.cache.move_to_end(k)
                 out[b, : n[b]] = hit.to(ids.device)
         self.hits += B - len(todo)
+        store = [bool(store)] * B if isinstance(store, bool) else [bool(x) for x in store]
         self.misses += len(todo)
         if todo:
             width = max(max(n[b] for b in todo), 1)
@@ -107,7 +110,7 @@ class FrozenBert:
             for j, b in enumerate(todo):
                 states = h[j, : n[b]]
                 out[b, : n[b]] = states
-                if store:
+                if store[b]:
                     self.cache[keys[b]] = states.clone()
             while len(self.cache) > self.max_rows:
                 self.cache.popitem(last=False)
@@ -190,8 +193,8 @@ class TextEncoder(nn.Module):
         mask = batch.text_mask if batch.text_mask is not None else (ids != PAD_ID)
         mask = mask.long()
         if self.frozen is not None:
-            # an incomplete training view (words dropped afresh every epoch) is not worth caching
-            store = not (self.training and bool((ids == UNK_ID).any()))
+            # rows of an incomplete training view (words dropped afresh every epoch) are not worth caching
+            store = ~(ids == UNK_ID).any(1).cpu() if self.training else True
             local = self.frozen(ids, mask, store=store)
         elif self.freeze:
             with torch.no_grad():
