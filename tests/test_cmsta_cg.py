@@ -1,4 +1,4 @@
-"""CM-STA + CG + TCMFI (seed 002): shapes, gradients per ablation, gates, bilinear terms, errors."""
+"""CM-STA + CG + TCMFI: shapes, gradients per ablation, gates, bilinear terms, errors."""
 import pytest
 import torch
 

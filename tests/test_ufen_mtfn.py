@@ -1,4 +1,4 @@
-"""UFEN + MTFN (seed 001): shapes, gradients, the multi-task loss, ablation flags, errors."""
+"""UFEN + MTFN: shapes, gradients, the multi-task loss, ablation flags, errors."""
 import dataclasses
 
 import pytest

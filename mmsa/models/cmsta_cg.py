@@ -1,7 +1,8 @@
-"""CM-STA + CG + TCMFI (seed 002): 3-class sentiment from text, image and audio.
+"""CM-STA + CG + TCMFI: 3-class sentiment from text, image and audio.
 
 Li, Li, Liu, Qin, "跨模态时空注意力与上下文门控的情感分析" (Sentiment analysis with cross-modal
-spatio-temporal attention and contextual gating), J. Zhengzhou Univ. (Eng. Sci.) 2026.
+spatio-temporal attention and contextual gating), J. Zhengzhou Univ. (Eng. Sci.) 2026,
+doi:10.13705/j.issn.1671-6833.2026.04.002.
 This file reads top to bottom as the paper's method section; equation numbers in comments.
 
     features --(1.1 projection to D)--> F_t (B,L,D), F_i (B,49,D), F_a (B,Ta,D)

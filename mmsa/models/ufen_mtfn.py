@@ -1,7 +1,7 @@
-"""UFEN + MTFN: multi-layer feature fusion and multi-task learning (seed 001).
+"""UFEN + MTFN: multi-layer feature fusion and multi-task learning.
 
 Cai, Li, Zhang et al., "Multimodal sentiment analysis based on multi-layer feature fusion and
-multi-task learning", Sci. Rep. 15, 2126 (2025).  This file reads top to bottom as the paper's
+multi-task learning", Sci. Rep. 15, 2126 (2025), doi:10.1038/s41598-025-85859-6.  This file reads top to bottom as the paper's
 Methods section; "Eq. n" comments follow the order of the equations there.
 
     X_i (B,T_i,D_i) --UFEN_i--> X_i^fusion (B,T_i,d_m), Y_i          i in {t, a, v}
