@@ -32,11 +32,12 @@ def fake_trainer(model):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_trainable_parameter_gets_a_gradient(variant):
     torch.manual_seed(0)
-    model = tiny(**VARIANTS[variant])
+    model = tiny(**VARIANTS[variant], dam_supervision=0.1 if variant == "full" else 0.0)
     model.adv_weight = 0.1
     out = model(make_batch())
     assert out.pred.shape == (4,)
-    expected = {"task", "task_full", "attraction", "reconstruction"} | ({"adversarial"} if model.cfg.use_gan else set())
+    expected = {"task", "task_full", "attraction", "reconstruction"} | ({"adversarial"} if model.cfg.use_gan else set()) \
+        | ({"unimodal", "dam_reliability"} if model.cfg.use_dam and model.cfg.dam_supervision > 0 else set())
     assert set(out.losses) == expected
     out.loss.backward()
     missing = [n for n, p in model.named_parameters()
@@ -191,7 +192,7 @@ def test_without_dam_weights_are_fixed_thirds():
 
 def test_inference_parameters_exclude_discriminator_projectors_predictors():
     model = tiny()
-    prefixes = ("discriminator.", "projector.", "predictor.", "recon.")
+    prefixes = ("discriminator.", "projector.", "predictor.", "recon.", "unimodal.")
     train_only = sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes))
     disc = sum(p.numel() for p in model.discriminator.parameters())
     assert disc > 0
@@ -302,3 +303,27 @@ def test_all_words_dropped_the_prediction_no_longer_depends_on_the_sentence():
         pa = model(missing.fixed_pattern(a, keep=("audio", "vision"))).pred
         pb = model(missing.fixed_pattern(b, keep=("audio", "vision"))).pred
     assert torch.allclose(pa, pb, atol=1e-5)                             # ... until they are gone
+
+
+def test_reliability_supervision_by_hand():
+    """α* = softmax(-|ŷ_m - y| / τ_t) over the available modalities; L_dam = CE(α*, α)."""
+    torch.manual_seed(0)
+    model = tiny(dam_supervision=0.1)
+    view = {"enc": {"local": {m: torch.zeros(2, 3, d) for m, d in model.enc_dims.items()},
+                    "valid": {m: torch.ones(2, 3, dtype=torch.bool) for m in model.enc_dims}},
+            "fused": {"extras": {"availability": torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]),
+                                 "layer_weights": torch.full((2, 2, 3), 1 / 3)}}}
+    with torch.no_grad():
+        for i, m in enumerate(("text", "audio", "vision")):
+            model.unimodal[m][-1].weight.zero_()
+            model.unimodal[m][-1].bias.fill_(float(i))       # ŷ = 0, 1, 2
+    y = torch.tensor([0.0, 2.0])
+    l_uni, l_dam = model.reliability_supervision(view, y)
+    err = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    l_uni, l_dam = float(l_uni), float(l_dam)
+    assert l_uni == pytest.approx(float(err.mean()))
+    t0 = torch.softmax(-err[0] / 0.5, 0)
+    t1 = torch.softmax(torch.tensor([-4.0, -float("inf"), 0.0]), 0)      # audio unavailable
+    expected = -(0.5 * (t0 * torch.log(torch.full((3,), 1 / 3))).sum() + 0.5 * (t1[[0, 2]] * torch.log(torch.full((2,), 1 / 3))).sum())
+    assert l_dam == pytest.approx(float(expected), rel=1e-5)
+    assert not hasattr(tiny(dam_supervision=0.0), "unimodal")

@@ -64,7 +64,7 @@ def test_lf_dnn_on_synthmsa_beats_mean_predictor_deterministically(tmp_path_fact
     for _ in range(2):
         torch.manual_seed(0)
         model = models.build_for_data("lf_dnn", splits["train"])
-        trainer = Trainer(model, TrainConfig(epochs=15, lr=1e-3, progress=False, seed=1, metric_dataset="synth_mosi"))
+        trainer = Trainer(model, TrainConfig(epochs=15, lr=3e-3, progress=False, seed=1, metric_dataset="synth_mosi"))
         trainer.fit(make_loader(splits["train"], 32, shuffle=True, seed=1), make_loader(splits["valid"], 64))
         results.append(trainer.evaluate(make_loader(splits["test"], 64)))
     assert results[0] == results[1]

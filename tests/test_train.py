@@ -52,8 +52,8 @@ def data():
 
 def model(dropout=0.1):
     torch.manual_seed(0)
-    return build("lf_dnn", text_dim=8, audio_dim=3, vision_dim=4, hidden_text=16, hidden_audio=8, hidden_vision=8,
-                 post_fusion_dim=16, dropout=dropout)
+    return build("lf_dnn", use_text_features=True, text_dim=8, audio_dim=3, vision_dim=4, hidden_text=16,
+                 hidden_audio=8, hidden_vision=8, post_fusion_dim=16, dropout=dropout)
 
 
 def cfg(**kw):

@@ -220,8 +220,8 @@ class EMTDLFR(nn.Module):
         return total
 
     def forward(self, batch: Batch) -> ModelOutput:
-        full_batch = batch.full if batch.full is not None else batch
-        if self.training:   # both views in one pass (see stack_views)
+        if self.training:   # both views in one pass (see stack_views); only training reads the complete view
+            full_batch = batch.full if batch.full is not None else batch
             miss, full = split_views(self.view(stack_views(batch, full_batch)), batch.size)
         else:               # inference: the incomplete view only
             miss = self.view(batch)

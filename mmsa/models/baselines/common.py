@@ -1,0 +1,266 @@
+"""Pieces the baselines share: their config base, what they may read from a Batch, small modules.
+
+**What a baseline sees.**  Exactly what a deployed model would: the input values and the valid
+lengths.  A dropped word is an ``[UNK]`` token (re-encoded by the text encoder, so nothing of the
+word survives), a dropped frame is a zero vector; lengths and padding are unchanged.  No forward
+pass reads ``batch.missing``, ``batch.observed(...)``, ``batch.truth`` or ``batch.full`` (the
+simulator's records); only a training *loss* may use the complete view (TFR-Net's
+reconstruction).  ``tests/test_no_oracle.py`` checks this for every registered model.
+
+**Text.**  Every baseline reads its text through ``mmsa.encoders.TextEncoder``
+(``text_model``, ``freeze_text``, ``use_text_features``, as EMT-DLFR): by default the packaged
+MiniLM, frozen and shared by the process.  ``use_text_features=True`` reads ``batch.text``
+(the public feature files' way; those states were computed from the complete sentence, so they
+leak dropped words: use it only on complete data).  ``text_dim`` is then the feature width;
+otherwise the encoder's width wins.
+
+**Presets.**  ``dataset=`` picks the feature sizes (``PRESETS``).  ``preset="book"`` (default) is
+the book's small CPU size; ``preset="mmsa"`` applies the reference toolkit's MOSI model sizes
+(PyPI ``mmsa`` 2.2.1, ``config/config_regression.json``) stored in each config's ``MMSA``;
+explicit keyword arguments still win.  The toolkit's training settings for the same runs are in
+``MMSA_TRAIN`` (TrainConfig keys plus ``batch_size``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from mmsa.config import make_config
+from mmsa.encoders import TextEncoder
+from mmsa.types import Batch
+
+MODS = ("text", "audio", "vision")
+PRESET_NAMES = ("book", "mmsa")
+
+DATASET_DIMS: dict = {
+    "mosi": dict(text_dim=768, audio_dim=5, vision_dim=20),
+    "mosei": dict(text_dim=768, audio_dim=74, vision_dim=35),
+    "sims": dict(text_dim=768, audio_dim=33, vision_dim=709),
+}
+
+# The reference toolkit's training settings on MOSI (config_regression.json of PyPI mmsa 2.2.1),
+# in TrainConfig's names.  Differences: the toolkit clips gradients by *value* (MulT, MISA,
+# TFR-Net), our Trainer by norm; Self-MM gives audio/vision subnets lr 5e-3 (here: lr for all
+# non-BERT weights); TFR-Net also lowers the lr on plateaus.
+MMSA_TRAIN: dict = {
+    "lf_dnn": dict(lr=1e-3, weight_decay=0.01, batch_size=128),
+    "ef_lstm": dict(lr=1e-3, weight_decay=0.005, batch_size=32),
+    "tfn": dict(lr=1e-3, batch_size=32),
+    "lmf": dict(lr=1e-3, weight_decay=0.005, batch_size=64),
+    "mult": dict(lr=2e-3, weight_decay=0.005, clip_grad=0.6, grad_accum=8, batch_size=16),
+    "misa": dict(lr=1e-4, bert_lr=1e-4, clip_grad=0.8, grad_accum=2, batch_size=16),
+    "self_mm": dict(lr=1e-3, bert_lr=5e-5, weight_decay=1e-3, grad_accum=4, batch_size=16),
+    "tfr_net": dict(lr=1e-3, bert_lr=2e-6, weight_decay=1e-3, clip_grad=0.8, grad_accum=4, batch_size=24),
+}
+
+
+@dataclass
+class BaselineConfig:
+    """Keys every baseline has (each model's config adds its own)."""
+
+    dataset: str = "mosi"
+    text_dim: int = 768               # feature width in feature mode; else the encoder's width is used
+    audio_dim: int = 5
+    vision_dim: int = 20
+    text_model: str = "minilm"        # "minilm" (packaged MiniLM-L6-H384), a BERT directory, or "tiny"
+    freeze_text: bool = True          # frozen (the book's default on CPU); False fine-tunes (Trainer's bert_lr)
+    use_text_features: bool = False   # read batch.text (pre-extracted states) instead of running a BERT
+    preset: str = "book"              # "book" (small, CPU) or "mmsa" (the reference toolkit's MOSI sizes)
+    num_classes: int = 1              # 1 = regression (L1); C > 1 = classification (cross-entropy)
+
+    PRESETS: ClassVar[dict] = DATASET_DIMS
+    MMSA: ClassVar[dict] = {}
+
+    def __post_init__(self):
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"unknown preset {self.preset!r}; valid: {PRESET_NAMES}")
+
+    @property
+    def n_out(self) -> int:
+        return self.num_classes if self.num_classes > 1 else 1
+
+
+def build_config(cls, config: dict):
+    """Defaults < dataset sizes < ``cls.MMSA`` (when ``preset="mmsa"``) < explicit keys."""
+    config = dict(config)
+    dataset = config.pop("dataset", None)
+    if config.get("preset", "book") == "mmsa":
+        config = {**cls.MMSA, **config}
+    return make_config(cls, dataset, **config)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def text_encoder(cfg: BaselineConfig) -> TextEncoder:
+    return TextEncoder(cfg.text_model, freeze=cfg.freeze_text, use_features=cfg.use_text_features,
+                       feature_dim=cfg.text_dim)
+
+
+def check_av(batch: Batch, cfg: BaselineConfig) -> None:
+    for m in ("audio", "vision"):
+        x, d = getattr(batch, m), getattr(cfg, f"{m}_dim")
+        if x is None or x.dim() != 3 or x.shape[-1] != d:
+            shape = None if x is None else tuple(x.shape)
+            raise ValueError(f"batch.{m} has shape {shape}, expected (B, T, {m}_dim={d})")
+
+
+def lengths_of(batch: Batch, modality: str, T: int) -> torch.Tensor:
+    """Valid lengths (B,) clamped to [1, T]: a zero-length sequence reads one zero step."""
+    return batch.lengths(modality).clamp(1, T)
+
+
+def valid_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """(B, T) bool, True inside each sequence (validity only; dropped steps are still valid)."""
+    return torch.arange(T, device=lengths.device)[None] < lengths[:, None]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x (B,T,D) over positions where mask (B,T) is true/1; zeros if none."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def mean_valid(batch: Batch, modality: str) -> torch.Tensor:
+    """Mean of an audio/vision sequence over its valid steps (B, D); dropped (zero) frames count."""
+    x = getattr(batch, modality)
+    return masked_mean(x, valid_mask(lengths_of(batch, modality, x.shape[1]), x.shape[1]))
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max of x (B,T,D) over the positions where mask (B,T) is true (every row needs one)."""
+    return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+
+
+def supervised_loss(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    if num_classes > 1:
+        return F.cross_entropy(pred.float(), label.long())
+    return F.l1_loss(pred.float(), label.float())
+
+
+def finish(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return pred.squeeze(-1) if num_classes <= 1 else pred
+
+
+def sinusoid(T: int, d: int, like: torch.Tensor) -> torch.Tensor:
+    """(T, d) sinusoidal position table (Vaswani et al., 2017), on like's device and dtype."""
+    pos = torch.arange(T, device=like.device, dtype=torch.float32)[:, None]
+    ang = pos / 10000 ** (torch.arange(0, d, 2, device=like.device, dtype=torch.float32) / d)
+    pe = torch.zeros(T, d, device=like.device)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(ang), torch.cos(ang)[:, : d // 2]
+    return pe.to(like.dtype)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class SubNet(nn.Sequential):
+    """Utterance-level MLP of TFN/LMF/LF-DNN: dropout -> 3 x (Linear-ReLU).
+    The toolkit puts a BatchNorm first; we leave it out so that a sample's output never depends on
+    the rest of its batch (and gradient accumulation equals a big batch).  A LayerNorm is no
+    substitute: over 5 audio features it would remove each sample's feature magnitudes.  Feed
+    standardised features (SynthMSA is; ``load_features(..., zscore=True)`` for real files)."""
+
+    def __init__(self, d_in: int, d_hidden: int, dropout: float):
+        super().__init__(nn.Dropout(dropout), nn.Linear(d_in, d_hidden), nn.ReLU(),
+                         nn.Linear(d_hidden, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_hidden), nn.ReLU())
+
+
+class LSTMEncoder(nn.Module):
+    """LSTM over the valid steps (packed by length) -> final hidden state(s) -> dropout -> Linear.
+
+    Used as TFN/LMF/LF-DNN's text subnet and Self-MM's audio/vision subnets.
+    """
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0,
+                 bidirectional: bool = False, layers: int = 1, norm: bool = False):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_in) if norm else nn.Identity()
+        self.lstm = nn.LSTM(d_in, d_hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(d_hidden * (2 if bidirectional else 1), d_out)
+        self.directions = 2 if bidirectional else 1
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(self.norm(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)  # h: (layers * directions, B, H)
+        last = torch.cat(list(h[-self.directions:]), dim=-1)
+        return self.out(self.drop(last))
+
+
+class CrossmodalLayer(nn.Module):
+    """Pre-LN transformer block with queries from x and keys/values from src:
+        x <- x + Drop(MHA(LN(x), LN(src), LN(src)));   x <- x + Drop(FFN(LN(x)))
+    src = x gives self-attention.  ``src_pad`` (B, S) bool: True = padding key (ignored; every
+    row must keep one key).  Attention runs through ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, d: int, heads: int, dropout: float, attn_dropout: Optional[float] = None,
+                 ff_mult: int = 4):
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"attention width {d} must be divisible by heads={heads}")
+        self.heads = heads
+        self.attn_dropout = dropout if attn_dropout is None else attn_dropout
+        self.ln_q, self.ln_kv, self.ln_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q, self.kv, self.o = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_mult * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def attend(self, x: torch.Tensor, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+        """softmax(Q Kᵀ / √(d/h)) V per head, Q = W_q x, [K; V] = W_kv src; padding keys masked."""
+        (B, T, d), S, h = x.shape, src.shape[1], self.heads
+        q = self.q(x).view(B, T, h, d // h).transpose(1, 2)
+        k, v = self.kv(src).view(B, S, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=~src_pad[:, None, None, :],
+                                             dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.o(out.transpose(1, 2).reshape(B, T, d))
+
+    def forward(self, x: torch.Tensor, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+        kv = self.ln_kv(src)
+        x = x + self.drop(self.attend(self.ln_q(x), kv, src_pad))
+        return x + self.drop(self.ff(self.ln_ff(x)))
+
+
+class CrossmodalStack(nn.Module):
+    """``layers`` CrossmodalLayers (queries x, keys/values src) and a final LayerNorm."""
+
+    def __init__(self, d: int, heads: int, layers: int, dropout: float, attn_dropout: Optional[float] = None):
+        super().__init__()
+        self.layers = nn.ModuleList(CrossmodalLayer(d, heads, dropout, attn_dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, src: Optional[torch.Tensor], src_pad: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, x if src is None else src, src_pad)  # src None: self-attention on the current x
+        return self.norm(x)
+
+
+class TemporalProjection(nn.Module):
+    """MulT/TFR-Net input embedding: Z = √d · Conv1D_k(X) + PE, then dropout (same-length padding)."""
+
+    def __init__(self, d_in: int, d: int, kernel: int, dropout: float):
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"conv kernel sizes must be odd (same-length padding); got {kernel}")
+        self.conv = nn.Conv1d(d_in, d, kernel, padding=kernel // 2, bias=False)
+        self.scale = math.sqrt(d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        return self.drop(h * self.scale + sinusoid(h.shape[1], h.shape[2], h))
+
+
+def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
+    """Packed RNN over the valid steps; returns (outputs padded back to T, final states)."""
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    out, state = rnn(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, state

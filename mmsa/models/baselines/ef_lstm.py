@@ -1,0 +1,73 @@
+"""EF-LSTM: early fusion, one LSTM over the frame-wise concatenation of the three modalities.
+
+    x_i = LN([X_t[i]; Ā[i]; V̄[i]]),   h = LSTM(x_1 … x_n),   ŷ = MLP(h_n)
+Real (unaligned) data has different lengths per modality, so the valid part of each audio/vision
+sequence is first averaged into as many equal segments as the sentence has tokens (Ā, V̄); the
+reference toolkit trains EF-LSTM on word-aligned features instead.  Its MOSI sizes: 4 layers of
+128 units, dropout 0.5.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmsa.models import register
+from mmsa.models.baselines.common import (BaselineConfig, build_config, check_av, finish, lengths_of, run_rnn,
+                                          supervised_loss, text_encoder)
+from mmsa.types import Batch, ModelOutput
+
+
+@dataclass
+class EFLSTMConfig(BaselineConfig):
+    hidden: int = 64         # LSTM units       (toolkit, MOSI: 128)
+    layers: int = 1          # stacked LSTMs    (4)
+    dropout: float = 0.3     #                  (0.5)
+
+    MMSA: ClassVar[dict] = dict(hidden=128, layers=4, dropout=0.5)
+
+
+def segment_average(x: torch.Tensor, lengths: torch.Tensor, n: torch.Tensor, width: int) -> torch.Tensor:
+    """Average the valid part x[b, :lengths_b] into n_b equal segments -> (B, width, D), zeros after n_b."""
+    B, T, _ = x.shape
+    pos = torch.arange(T, device=x.device)[None].float()  # (1,T)
+    seg = torch.floor(pos * n[:, None].float() / lengths[:, None].float()).long()  # segment of each step
+    seg = torch.minimum(seg, n[:, None] - 1)
+    seg = torch.where(pos < lengths[:, None], seg, torch.full_like(seg, width))  # padding -> extra bin
+    onehot = F.one_hot(seg, width + 1)[..., :width].to(x.dtype)  # (B,T,width)
+    summed = torch.einsum("btn,btd->bnd", onehot, x)
+    return summed / onehot.sum(1).clamp(min=1.0).unsqueeze(-1)
+
+
+class EFLSTM(nn.Module):
+    def __init__(self, cfg: EFLSTMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.text_encoder = text_encoder(cfg)
+        d_in = self.text_encoder.dim + cfg.audio_dim + cfg.vision_dim
+        self.norm = nn.LayerNorm(d_in)
+        self.lstm = nn.LSTM(d_in, cfg.hidden, num_layers=cfg.layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
+                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.n_out))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        check_av(batch, self.cfg)
+        text, _ = self.text_encoder(batch)
+        L = text.shape[1]
+        n = lengths_of(batch, "text", L)
+        audio = segment_average(batch.audio, lengths_of(batch, "audio", batch.audio.shape[1]), n, L)
+        vision = segment_average(batch.vision, lengths_of(batch, "vision", batch.vision.shape[1]), n, L)
+        x = self.norm(torch.cat([text, audio, vision], dim=-1))
+        _, (h, _) = run_rnn(self.lstm, x, n)
+        pred = finish(self.head(h[-1]), self.cfg.num_classes)
+        losses = {"task": supervised_loss(pred, batch.label, self.cfg.num_classes)}
+        return ModelOutput(pred=pred, losses=losses, extras={"fused": h[-1]})
+
+
+@register("ef_lstm")
+def build_ef_lstm(**config) -> EFLSTM:
+    return EFLSTM(build_config(EFLSTMConfig, config))
