@@ -41,6 +41,7 @@ REAL = ("mosi", "mosei", "sims")
 
 # The book's model sizes (2-core CPU) and per-model training settings.  "train" entries override
 # the protocol's TrainConfig (e.g. lr); everything else goes to ``mmsa.models.build``.
+BASELINES = ("lf_dnn", "ef_lstm", "tfn", "lmf", "mult", "misa", "self_mm", "tfr_net")
 _SMALL_EMT = dict(d_model=32, n_layers=2, n_heads=4, attn_dropout=0.1, freeze_text=True)
 BOOK_MODELS: dict[str, dict] = {
     "emt_dlfr": dict(_SMALL_EMT),
@@ -86,6 +87,10 @@ class Protocol:
     text_bank:      each clip's words are dropped with one of this many masks fixed in advance
                     (audio/vision masks stay fresh), so that every incomplete sentence is read by
                     the frozen BERT once (``mmsa.missing.make_train_transform``); 0 = fresh masks
+    model_size:     "book" (``BOOK_MODELS``: small, for a 2-core CPU) or "paper" (each model's own
+                    dataset preset: the papers' / the reference toolkit's sizes; for a GPU)
+    text_model, freeze_text: the BERT every model reads the text with ("minilm" = the packaged
+                    MiniLM, or a local BERT directory) and whether it is frozen (CPU) or fine-tuned
     """
 
     dataset: str = "synth_mosi"
@@ -101,12 +106,21 @@ class Protocol:
     weight_decay: float = 0.0
     train_missing: tuple = ("random", 0.0, 0.6)
     text_bank: int = 4
+    model_size: str = "book"
+    text_model: str = "minilm"
+    freeze_text: bool = True
     seeds: tuple = (1, 2, 3)
     device: str = "cpu"
 
     def __post_init__(self):
         if self.dataset not in (*SYNTH_KINDS, *REAL):
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted([*SYNTH_KINDS, *REAL])}")
+        if self.model_size not in ("book", "paper"):
+            raise ValueError(f"unknown model_size {self.model_size!r}; valid: 'book', 'paper'")
+        if self.dataset in REAL and self.data_dir == "data/synth":
+            from mmsa.data.mmsa_pickle import DATASETS
+
+            self.data_dir = f"data/{DATASETS[self.dataset].folder}"   # the layout of data/README.md
 
     @property
     def metric_dataset(self) -> str:
@@ -136,9 +150,16 @@ def loaders(p: Protocol, data: dict, seed: int = 1) -> dict:
             "test": make_loader(data["test"], 64)}
 
 
-def model_config(name: str, data: dict, **overrides) -> tuple[dict, dict]:
-    """(build kwargs, TrainConfig overrides) for ``name`` at the book's size on ``data``."""
-    base = {k: v for k, v in BOOK_MODELS.get(name, {}).items()}
+def model_config(name: str, data: dict, p: Optional[Protocol] = None, **overrides) -> tuple[dict, dict]:
+    """(build kwargs, TrainConfig overrides) for ``name`` on ``data``: the book's size
+    (``BOOK_MODELS``) or, with ``p.model_size == "paper"``, the model's dataset preset."""
+    p = p or Protocol()
+    if p.model_size == "book":
+        base = {k: v for k, v in BOOK_MODELS.get(name, {}).items()}
+    else:
+        base = {"preset": "mmsa"} if name in BASELINES else {}
+    if name != "cmsta_cg":
+        base.update(text_model=p.text_model, freeze_text=p.freeze_text)
     train = dict(base.pop("train", {}))
     train.update(overrides.pop("train", {}))
     base.update(overrides)
@@ -203,7 +224,7 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
     from mmsa.models import build
 
     data = data if data is not None else load(p)
-    config, train = model_config(name, data, **overrides)
+    config, train = model_config(name, data, p, **overrides)
     out = run_dir(name, p, seed, config, train, root)
     torch.manual_seed(seed)
     model = build(name, **config)
@@ -259,7 +280,7 @@ def fit_all(jobs: list, p: Protocol, root: str = "build/runs", workers: int = 1,
     data = load(p)
     todo = []
     for label, name, seed, overrides in jobs:
-        config, train = model_config(name, data, **dict(overrides))
+        config, train = model_config(name, data, p, **dict(overrides))
         if not (run_dir(name, p, seed, config, train, root) / "done.json").exists():
             todo.append((name, p, seed, root, dict(overrides)))
     if todo:

@@ -172,7 +172,7 @@ def in_cache(jobs: Sequence, p, data: dict, root: str = "build/runs") -> dict:
 
     out = {}
     for label, name, seed, overrides in jobs:
-        config, train = model_config(name, data, **dict(overrides))
+        config, train = model_config(name, data, p, **dict(overrides))
         out[(label, seed)] = (run_dir(name, p, seed, config, train, root) / "done.json").exists()
     return out
 
