@@ -1,4 +1,4 @@
-"""CM-STA + CG + TCMFI (seed 002): shapes, gradients per ablation, gates, bilinear terms, errors."""
+"""CM-STA + CG + TCMFI: shapes, gradients per ablation, gates, bilinear terms, errors."""
 import pytest
 import torch
 
@@ -10,6 +10,7 @@ from mmsa.models.cmsta_cg import (
     gate_contexts,
     masked_mean,
     sinusoidal_positions,
+    valid_steps,
 )
 from mmsa.types import Batch
 
@@ -97,9 +98,9 @@ def test_gates_strictly_between_0_and_1():
     # eq. (11): the gate multiplies the mean-pooled projected features of its modality
     b = make_batch()
     feats = model.proj["text"](b.text)
-    pooled_t = masked_mean(feats, b.observed("text"))
+    pooled_t = masked_mean(feats, valid_steps(b, "text"))
     pair, _ = model.cmsta(model.add_positions({m: model.proj[m](getattr(b, m)) for m in ("text", "audio", "vision")}),
-                          {m: b.observed(m) for m in ("text", "audio", "vision")})
+                          {m: valid_steps(b, m) for m in ("text", "audio", "vision")})
     g_t = model.gates["text"](gate_contexts(pair)["text"])
     assert torch.allclose(g_t, g[:, 0], atol=1e-6)
     assert torch.allclose(gate_contexts(pair)["vision"], pair["ti"] + pair["ai"])  # eq. (6)
@@ -142,9 +143,42 @@ def test_batch_size_one_and_padding_invariance():
 def test_fully_missing_modality_gives_finite_output():
     model = tiny().eval()
     b = make_batch()
-    b = b.replace(missing={"audio": torch.zeros(3, 8)})
+    b = b.replace(audio=torch.zeros_like(b.audio), audio_lengths=torch.zeros(3, dtype=torch.long))
     out = model(b)
     assert torch.isfinite(out.pred).all() and torch.isfinite(out.losses["task"])
+
+
+def test_forward_never_reads_the_missing_record():
+    """Masks come from the lengths: a simulator's record of dropped steps changes nothing."""
+    model = tiny().eval()
+    b = make_batch()
+    dropped = b.replace(missing={"audio": torch.zeros(3, 8), "text": torch.zeros(3, 5)})
+    assert torch.equal(model(b).pred, model(dropped).pred)
+
+
+def test_attention_maps_only_in_eval():
+    model = tiny()
+    assert "cross_attention" not in model.train()(make_batch()).extras
+    assert "cross_attention" in model.eval()(make_batch()).extras
+
+
+def test_gate_initialisation_keeps_the_signal():
+    """He-initialised ReLU layers: the pre-sigmoid gate varies across samples at initialisation
+    (PyTorch's default Linear init shrinks it ~0.4x per layer, to a constant gate of 0.5)."""
+    torch.manual_seed(0)
+    gate = build("cmsta_cg", dataset="synth3", **dict(TINY, d_model=64, gate_hidden=64)).gates["text"]
+    context = torch.randn(256, 64)
+    pre = gate.mlp[:-1](context)
+    assert 0.3 < pre.std(0).mean() < 3.0
+    torch.manual_seed(0)
+    default = torch.nn.Sequential(*[torch.nn.Linear(64, 64) if i % 2 == 0 else torch.nn.ReLU() for i in range(7)])
+    assert default(context).std(0).mean() < 0.1  # what the gates looked like before
+
+
+def test_slot_positions_unit_scale():
+    model = tiny()
+    assert 0.5 < model.tcmfi.position.std() < 1.5
+    assert tiny(position_std=0.02).tcmfi.position.std() < 0.05
 
 
 def test_determinism():
@@ -180,22 +214,3 @@ def test_presets_and_paper_scale():
     assert isinstance(model, CMSTACG) and model.cfg.vision_dim == 2048
     # the paper reports 2,497,666 parameters; the default D=128 configuration is within 2 %
     assert abs(count_parameters(model) - 2_497_666) / 2_497_666 < 0.02
-
-
-def test_linear_warmup_callback():
-    from types import SimpleNamespace
-
-    from mmsa.models.cmsta_cg import LinearWarmup
-
-    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2e-3)
-    tr = SimpleNamespace(optimizer=opt)
-    cb = LinearWarmup(steps=4)
-    cb.on_fit_start(tr)
-    lrs = [opt.param_groups[0]["lr"]]
-    for _ in range(5):
-        cb.on_batch_end(tr, None, None)
-        lrs.append(opt.param_groups[0]["lr"])
-    assert lrs == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3, 2e-3, 2e-3])
-    resumed = LinearWarmup(steps=4)
-    resumed.load_state_dict(cb.state_dict())
-    assert resumed.step == 5 and resumed.base == [2e-3]

@@ -41,10 +41,7 @@ CONFIGS = {  # name -> (build kwargs, batch kwargs)
                       fusion_heads=2, fusion_layers=2, ff_dim=32, gate_hidden=16, bilinear_dim=4,
                       classifier_hidden=16), dict(da=6, dv=10, Tv=49, classes=3)),
 }
-KNOWN_ORACLE_READERS = {  # models outside the baselines that still read an oracle record in forward
-    "cmsta_cg": "cmsta_cg's forward pools and masks with batch.observed(m) (the simulator's mask), "
-                "not with what the input shows",
-}
+KNOWN_ORACLE_READERS: dict = {}  # models that still read an oracle record in forward (none)
 
 
 def complete_batch(B=4, L=9, Ta=12, Tv=10, dt=12, da=5, dv=20, classes=0, seed=0) -> Batch:

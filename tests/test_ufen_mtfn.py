@@ -1,4 +1,4 @@
-"""UFEN + MTFN (seed 001): shapes, gradients, the multi-task loss, ablation flags, errors."""
+"""UFEN + MTFN: shapes, gradients, the multi-task loss, ablation flags, errors."""
 import dataclasses
 
 import pytest
@@ -11,7 +11,7 @@ from mmsa.types import Batch
 
 DIMS = dict(text_dim=12, audio_dim=5, vision_dim=7)
 SMALL = dict(d_m=16, conv_filters=(8, 8, 8, 8), self_heads=2, cross_heads=2, trans_heads=2, trans_ff=32,
-             dropout=0.0, **DIMS)
+             dropout=0.0, use_text_features=True, **DIMS)
 
 
 def make_batch(B=4, L=6, Ta=9, Tv=8, seed=0, unimodal=False):
@@ -147,9 +147,9 @@ def test_bad_shapes_name_expected_shape(batch):
     m = model()
     with pytest.raises(ValueError, match=r"batch.audio has shape \(4, 9, 3\); expected \(B=4, Ta, 5\)"):
         m(batch.replace(audio=torch.randn(4, 9, 3)))
-    with pytest.raises(ValueError, match=r"expected \(B=4, L, 12\)"):
+    with pytest.raises(ValueError, match=r"batch.text has shape \(4, 12\); expected \(B, L, 12\)"):
         m(batch.replace(text=torch.randn(4, 12)))
-    with pytest.raises(ValueError, match=r"batch.text must be \(B, L, 12\)"):
+    with pytest.raises(ValueError, match=r"batch.text is None; expected .* \(B, L, 12\)"):
         m(batch.replace(text=None))
 
 
@@ -164,3 +164,51 @@ def test_config_presets_and_validation():
         build("ufen_mtfn", ufen_layers=5)
     with pytest.raises(ValueError, match="subtasks"):
         build("ufen_mtfn", subtasks=("x",))
+
+
+def ids_batch(B=3, L=7):
+    """A batch that carries BERT token ids ([CLS] w w w [SEP] pad) instead of text features."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, 2000, (B, L), generator=g)
+    ids[:, 0] = 101
+    lengths = torch.tensor([L, 5, 4][:B])
+    mask = (torch.arange(L)[None] < lengths[:, None]).long()
+    ids[torch.arange(B), lengths - 1] = 102
+    ids = ids * mask
+    return Batch(audio=torch.randn(B, 9, 5, generator=g), vision=torch.randn(B, 8, 7, generator=g),
+                 label=torch.rand(B, generator=g) * 6 - 3, text_ids=ids, text_mask=mask, text_lengths=lengths)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_text_through_a_bert(freeze):
+    """text_model / freeze_text as in EMT-DLFR: token ids go through a BERT (here the random 'tiny' one)."""
+    kw = {**SMALL, "use_text_features": False, "text_model": "tiny", "freeze_text": freeze}
+    torch.manual_seed(0)
+    m = build("ufen_mtfn", **kw).train()
+    assert m.text_dim == 32 and m.ufen["t"].gru.input_size == 32  # the BERT's width, not text_dim=12
+    out = m(ids_batch())
+    out.loss.backward()
+    bert = [p for n, p in m.named_parameters() if "bert" in n]
+    assert all(p.requires_grad != freeze for p in bert)
+    others = [n for n, p in m.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not others, f"no gradient for {others}"
+
+
+def test_dropped_word_changes_the_text_states():
+    """With a BERT, an [UNK] in place of a word changes the prediction; the UNK batch's stale
+    pre-extracted features (the complete sentence's) are not read."""
+    kw = {**SMALL, "use_text_features": False, "text_model": "tiny", "freeze_text": True}
+    torch.manual_seed(0)
+    m = build("ufen_mtfn", **kw).eval()
+    b = ids_batch()
+    dropped = b.replace(text_ids=b.text_ids.clone().index_put_((torch.tensor([0]), torch.tensor([2])), torch.tensor(100)),
+                        text=torch.randn(3, 7, 12))
+    p0, p1 = m(b).pred, m(dropped).pred
+    assert not torch.isclose(p0[0], p1[0]) and torch.allclose(p0[1:], p1[1:], atol=1e-6)
+
+
+def test_book_default_is_the_frozen_minilm():
+    m = build("ufen_mtfn", dataset="synth_mosi", text_dim=384, audio_dim=5, vision_dim=20)
+    assert m.cfg.freeze_text and not m.cfg.use_text_features
+    assert m.text_dim == 384 and m.text_encoder.frozen is not None
+    assert not any("bert" in n for n, _ in m.named_parameters())  # shared, not a parameter of the model

@@ -1,7 +1,8 @@
-"""CM-STA + CG + TCMFI (seed 002): 3-class sentiment from text, image and audio.
+"""CM-STA + CG + TCMFI: 3-class sentiment from text, image and audio.
 
 Li, Li, Liu, Qin, "跨模态时空注意力与上下文门控的情感分析" (Sentiment analysis with cross-modal
-spatio-temporal attention and contextual gating), J. Zhengzhou Univ. (Eng. Sci.) 2026.
+spatio-temporal attention and contextual gating), J. Zhengzhou Univ. (Eng. Sci.) 2026,
+doi:10.13705/j.issn.1671-6833.2026.04.002.
 This file reads top to bottom as the paper's method section; equation numbers in comments.
 
     features --(1.1 projection to D)--> F_t (B,L,D), F_i (B,49,D), F_a (B,Ta,D)
@@ -28,8 +29,18 @@ Choices where the paper is silent (each is a config field; the notebook discusse
   slots; one shared W_b as in the paper, implemented with ``nn.Bilinear(D, D, bilinear_dim)``, i.e.
   bilinear_dim matrices W_b^k, so B_XY[k] = X W_b^k Y^T ("reduced to a specific dimension").  The
   three (B, bilinear_dim) terms are concatenated and projected to D = the local vector.
-- training: the paper names "a learning-rate scheduler" only; ``LinearWarmup`` (a Trainer callback
-  at the end of this file) warms the lr up linearly, which keeps the post-norm encoder stable.
+- training: the paper names "a learning-rate scheduler" only; we warm the lr up linearly over
+  ``TRAIN_PRESET["warmup_steps"]`` optimiser steps (``TrainConfig.warmup_steps``), which keeps the
+  post-norm encoder stable, and never select an epoch inside the warm-up as the best one.
+- initialisation (the paper is silent; both were measured in notebook 06): the three ReLU layers of
+  each gate MLP use He (Kaiming) initialisation.  PyTorch's default Linear initialisation shrinks
+  the signal by about 0.4 per ReLU layer, so behind 4 layers the gates were a constant 0.5 and the
+  gradient reaching CM-STA (which feeds only the gates) was ~1e-3 of the projections'.  The slot
+  positions P of eq. (12) start at unit scale (``position_std``): at BERT's 0.02 they are ~1/50 of
+  a LayerNorm-ed token, so P could not mark the slots and the post-norm encoder removed the overall
+  scale of a gated token -- the one thing a modality-level gate changes.
+- masks: which steps are valid comes from the lengths only (``batch.lengths``), never from the
+  missing-modality simulator's record: a dropped step is a zero step, as a real model would see it.
 - global = mean over the encoder's tokens; fused = w_g * global + w_l * local with (w_g, w_l) =
   softmax of two learnable logits; classifier = Linear-ReLU-Dropout-Linear to 3 logits.
 
@@ -71,13 +82,15 @@ class CMSTACGConfig:
     num_heads: int = 4
     num_layers: int = 2  # stacked cross-attentions per pair in CM-STA (paper: 2)
     alpha_init: float = 1.0  # initial learnable residual weight alpha_i (eq. 2)
+    position_std: float = 1.0  # initial scale of the slot positions P (eq. 12); see the docstring
     gate_hidden: int = 128  # width of the 3 Linear-ReLU layers of CG (eqs. 7-9)
     fusion_layers: int = 6  # Transformer encoder layers in TCMFI (paper: 6)
     fusion_heads: int = 4
     ff_dim: int = 512
     bilinear_dim: int = 16  # output size of the shared bilinear form (eq. 19)
     classifier_hidden: int = 128
-    dropout: float = 0.2
+    dropout: float = 0.2  # on projected features, in the TCMFI encoder and in the classifier
+    attn_dropout: float = 0.0  # on CM-STA attention weights (0: on CPU it costs more than the attention)
     num_classes: int = 3
     max_len: int = 4096  # longest text/audio sequence for the sinusoidal positions
     use_cmsta: bool = True
@@ -95,7 +108,7 @@ class CMSTACGConfig:
         "mode": "min",
         "task": "classification",
         "n_seeds": 5,
-        "warmup_steps": 60,  # our choice for the unnamed "learning-rate scheduler": LinearWarmup below
+        "warmup_steps": 60,  # our choice for the unnamed "learning-rate scheduler": a linear warm-up
     }
     # text 384-d = MiniLM features of the synthetic 3-class data; real = RoBERTa/wav2vec/ResNeSt
     PRESETS = {
@@ -148,6 +161,13 @@ class GridPositions(nn.Module):
         return (self.row[:, None, :] + self.col[None, :, :]).reshape(self.grid * self.grid, -1)
 
 
+def valid_steps(batch: Batch, modality: str) -> Tensor:
+    """(B, T) float mask from the lengths only: 1 inside the sequence, 0 on padding."""
+    x = getattr(batch, modality)
+    lengths = batch.lengths(modality).to(x.device)
+    return (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(x.dtype)
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over dim 1 of (B,T,D) using a (B,T) 0/1 mask; rows with no valid step average all steps."""
     mask = mask.to(x.dtype)
@@ -173,12 +193,18 @@ class CrossModalAttention(nn.Module):
         self.norm = nn.ModuleList(nn.LayerNorm(d) for _ in range(num_layers))
 
     def forward(self, query: Tensor, kv: Tensor, kv_pad: Tensor) -> tuple[Tensor, Tensor]:
-        """query (B,Lq,D), kv (B,Lk,D), kv_pad (B,Lk) True = ignore.  Returns (B,Lq,D), last map (B,Lq,Lk)."""
+        """query (B,Lq,D), kv (B,Lk,D), kv_pad (B,Lk) True = ignore.
+
+        Returns (B,Lq,D) and the last layer's map (B,Lq,Lk) in eval mode (None in training)."""
         h, weights = query, None
-        kv_pad = kv_pad & ~kv_pad.all(1, keepdim=True)  # a fully missing modality: attend to its zeros
-        for attn, alpha, norm in zip(self.attn, self.alpha, self.norm):
-            # eq. (1): softmax(Q K^T / sqrt(d_k)) V with Q = h W_Q, K = F_kv W_K, V = F_kv W_V (multi-head)
-            z, weights = attn(h, kv, kv, key_padding_mask=kv_pad, need_weights=True)
+        kv_pad = kv_pad & ~kv_pad.all(1, keepdim=True)  # an empty key sequence: attend to its zeros
+        for k, (attn, alpha, norm) in enumerate(zip(self.attn, self.alpha, self.norm)):
+            # eq. (1): softmax(Q K^T / sqrt(d_k)) V with Q = h W_Q, K = F_kv W_K, V = F_kv W_V (multi-head);
+            # the map is returned (for the notebook) only by the last layer in eval mode: training uses
+            # the fused kernel, which never materialises it
+            want = not self.training and k == len(self.attn) - 1
+            z, w = attn(h, kv, kv, key_padding_mask=kv_pad, need_weights=want)
+            weights = w if want else weights
             h = norm(h + alpha * z)  # eq. (2) residual with learnable alpha_i, eq. (3) LayerNorm
         return h, weights  # eq. (4): F_qk = F_q^(num_layers)
 
@@ -192,7 +218,7 @@ class CMSTA(nn.Module):
         super().__init__()
         self.pairs = nn.ModuleDict(
             {
-                name: CrossModalAttention(cfg.d_model, cfg.num_heads, cfg.num_layers, cfg.dropout, cfg.alpha_init)
+                name: CrossModalAttention(cfg.d_model, cfg.num_heads, cfg.num_layers, cfg.attn_dropout, cfg.alpha_init)
                 for name, _, _ in self.PAIRS
             }
         )
@@ -221,6 +247,14 @@ class ContextGate(nn.Module):
             nn.Linear(hidden, hidden), nn.ReLU(),  # eq. (9)
             nn.Linear(hidden, d), nn.Sigmoid(),  # eq. (10)
         )
+        # He initialisation keeps the signal's scale through the ReLU layers (PyTorch's default
+        # shrinks it ~0.4x per layer: a constant gate of 0.5 whose gradient never reaches CM-STA);
+        # the last layer is Glorot-initialised, so the pre-sigmoid values start near 0 +- 1
+        for layer in self.mlp[:-2:2]:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        nn.init.xavier_normal_(self.mlp[-2].weight)
+        nn.init.zeros_(self.mlp[-2].bias)
 
     def forward(self, context: Tensor) -> Tensor:
         return self.mlp(context)
@@ -250,7 +284,7 @@ class TCMFI(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.n_tokens = n_tokens
-        self.position = nn.Parameter(torch.randn(n_tokens, d) * 0.02)  # P of eq. (12)
+        self.position = nn.Parameter(torch.randn(n_tokens, d) * cfg.position_std)  # P of eq. (12)
         layer = nn.TransformerEncoderLayer(  # eqs. (13)-(18): MHSA, Add&Norm, FFN(ReLU), Add&Norm
             d, cfg.fusion_heads, dim_feedforward=cfg.ff_dim, dropout=cfg.dropout,
             activation="relu", batch_first=True, norm_first=False,
@@ -322,7 +356,7 @@ class CMSTACG(nn.Module):
     def forward(self, batch: Batch) -> ModelOutput:
         self._check(batch)
         cfg = self.cfg
-        valid = {m: batch.observed(m) for m in GATE_ORDER}  # (B,T) 1 = real and observed
+        valid = {m: valid_steps(batch, m) for m in GATE_ORDER}  # (B,T) 1 = inside the length
 
         # 1.1 projection to D; mean-pooled projected features are the F'_t, F'_i, F'_a of eq. (11)
         feats = {m: self.proj[m](getattr(batch, m)) for m in GATE_ORDER}
@@ -334,7 +368,8 @@ class CMSTACG(nn.Module):
             seq = self.add_positions(feats)
             pair, maps = self.cmsta(seq, valid)
             context = gate_contexts(pair)
-            extras["cross_attention"] = maps  # {"ti": (B,L,49), "ta": (B,L,Ta), "ai": (B,Ta,49)}, last layer
+            if not self.training:  # {"ti": (B,L,49), "ta": (B,L,Ta), "ai": (B,Ta,49)}, last layer
+                extras["cross_attention"] = maps
             extras["pair_features"] = pair
         else:  # ablation: each modality gates itself from its own summary
             context = dict(pooled)
@@ -379,37 +414,6 @@ class CMSTACG(nn.Module):
             seq[m] = feats[m] + sinusoidal_positions(T, self.cfg.d_model, feats[m].device, feats[m].dtype)
         seq["vision"] = feats["vision"] + self.grid_pos().to(feats["vision"].dtype)
         return seq
-
-
-class LinearWarmup:
-    """Trainer callback: the learning rate grows linearly from lr/steps to lr over ``steps`` optimiser
-    steps, then stays.  The paper uses "a learning-rate scheduler" without naming it; a warm-up keeps
-    the 6 post-norm encoder layers of TCMFI from collapsing to a constant prediction at lr 2e-3."""
-
-    def __init__(self, steps: int = 100):
-        self.steps = max(1, int(steps))
-        self.step = 0
-        self.base: list[float] = []
-
-    def _apply(self, trainer) -> None:
-        scale = min(1.0, (self.step + 1) / self.steps)
-        for group, base in zip(trainer.optimizer.param_groups, self.base):
-            group["lr"] = base * scale
-
-    def on_fit_start(self, trainer) -> None:
-        if not self.base:
-            self.base = [g["lr"] for g in trainer.optimizer.param_groups]
-        self._apply(trainer)
-
-    def on_batch_end(self, trainer, batch, out) -> None:
-        self.step += 1
-        self._apply(trainer)
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "base": list(self.base)}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.step, self.base = d["step"], list(d["base"])
 
 
 @register("cmsta_cg")

@@ -1,7 +1,7 @@
-"""UFEN + MTFN: multi-layer feature fusion and multi-task learning (seed 001).
+"""UFEN + MTFN: multi-layer feature fusion and multi-task learning.
 
 Cai, Li, Zhang et al., "Multimodal sentiment analysis based on multi-layer feature fusion and
-multi-task learning", Sci. Rep. 15, 2126 (2025).  This file reads top to bottom as the paper's
+multi-task learning", Sci. Rep. 15, 2126 (2025), doi:10.1038/s41598-025-85859-6.  This file reads top to bottom as the paper's
 Methods section; "Eq. n" comments follow the order of the equations there.
 
     X_i (B,T_i,D_i) --UFEN_i--> X_i^fusion (B,T_i,d_m), Y_i          i in {t, a, v}
@@ -20,6 +20,14 @@ no dropout by default (``attn_dropout``: on CPU it costs ~5x the attention itsel
 of six d_m-wide tokens (one per direction i->j) -- the paper's (d_b x 6 d_m) matrix, reshaped
 so that attention runs over directions, not over the batch -- and the decoder's target is
 ``Input`` itself, attending to the encoder output (memory).
+
+Text input (as in EMT-DLFR): ``text_model`` names the BERT ("minilm", the packaged MiniLM-L6-H384,
+or a local BERT directory); ``freeze_text=True`` (the default) runs it frozen, shared per process
+and cached per sentence (``mmsa.encoders.FrozenBert``), so a word dropped by ``mmsa.missing``
+([UNK]) is really gone from every token state; ``freeze_text=False`` fine-tunes it;
+``use_text_features=True`` reads pre-extracted states from ``batch.text`` instead (the public
+feature files' way, but those states were computed from the complete sentence, so dropped words
+leak through the other tokens).  A batch without token ids is always read from ``batch.text``.
 
 Ablation flags (paper Tables 7-9): ``ufen_layers`` 1-4, ``subtasks`` (which Y_i enter the
 loss), ``use_self_attention`` / ``use_conv`` / ``use_gru`` (UFEN), ``use_cross_attention`` /
@@ -43,6 +51,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmsa.config import make_config
+from mmsa.encoders import TextEncoder
 from mmsa.models import register
 from mmsa.types import Batch, ModelOutput
 
@@ -53,7 +62,10 @@ FIELD = {"t": "text", "a": "audio", "v": "vision"}
 @dataclass
 class UFENMTFNConfig:
     dataset: str = "mosi"
-    text_dim: int = 768  # frozen BERT token states (SynthMSA: 384, MiniLM)
+    text_dim: int = 768  # width of batch.text features; replaced by the BERT's width when one is built
+    text_model: str = "minilm"  # packaged MiniLM-L6-H384, a local BERT directory, or "tiny" (tests)
+    freeze_text: bool = True  # frozen BERT shared per process (no text parameters to train)
+    use_text_features: bool = False  # read batch.text (pre-extracted states), build no BERT
     audio_dim: int = 5
     vision_dim: int = 20
     d_m: int = 64  # unimodal feature width (Bi-GRU output, X^fusion, cross-attention)
@@ -194,7 +206,11 @@ class UFENMTFN(nn.Module):
         super().__init__()
         self.cfg = cfg
         d_m = cfg.d_m
-        dims = {"t": cfg.text_dim, "a": cfg.audio_dim, "v": cfg.vision_dim}
+        # the text encoder: token states X_t (B, L, text width) from a BERT or from batch.text
+        self.text_encoder = TextEncoder(cfg.text_model, freeze=cfg.freeze_text,
+                                        use_features=cfg.use_text_features, feature_dim=cfg.text_dim)
+        self.text_dim = self.text_encoder.dim
+        dims = {"t": self.text_dim, "a": cfg.audio_dim, "v": cfg.vision_dim}
         self.ufen = nn.ModuleDict({m: UFEN(dims[m], cfg) for m in MODS})
         # Eq. 7: Y_i = W_i pool(X_i^fusion) + b_i, only for the unimodal sub-tasks that are trained
         heads = cfg.subtasks if cfg.use_multitask else ()
@@ -221,18 +237,17 @@ class UFENMTFN(nn.Module):
     # -- input checks ---------------------------------------------------------------------
     def _inputs(self, batch: Batch) -> dict:
         cfg = self.cfg
-        if batch.text is None:
-            raise ValueError("ufen_mtfn reads pre-extracted text features: batch.text must be "
-                             f"(B, L, {cfg.text_dim}), got None")
         B = batch.label.shape[0] if batch.label is not None else batch.audio.shape[0]
-        out = {}
-        for m, d in (("t", cfg.text_dim), ("a", cfg.audio_dim), ("v", cfg.vision_dim)):
+        out = {"t": self.text_encoder(batch)[0]}  # checks batch.text / batch.text_ids itself
+        for m, d in (("a", cfg.audio_dim), ("v", cfg.vision_dim)):
             x = getattr(batch, FIELD[m])
-            step = {"t": "L", "a": "Ta", "v": "Tv"}[m]
+            step = {"a": "Ta", "v": "Tv"}[m]
             if x.dim() != 3 or x.shape[0] != B or x.shape[-1] != d:
                 raise ValueError(f"batch.{FIELD[m]} has shape {tuple(x.shape)}; expected (B={B}, {step}, {d}) "
                                  f"({FIELD[m]}_dim={d} in UFENMTFNConfig)")
             out[m] = x
+        if out["t"].shape[0] != B:
+            raise ValueError(f"text has batch size {out['t'].shape[0]}; expected B={B}")
         return out
 
     # -- forward --------------------------------------------------------------------------
