@@ -103,21 +103,23 @@ class FrozenBert:
         self.hits += B - len(todo)
         store = [bool(store)] * B if isinstance(store, bool) else [bool(x) for x in store]
         self.misses += len(todo)
-        if todo:
-            width = max(max(n[b] for b in todo), 1)
-            sel = torch.tensor(todo, device=ids.device)
+        by_length: dict = {}                 # encode rows of one length together, without padding:
+        for b in todo:                        # a row's states then never depend on which other rows
+            by_length.setdefault(max(n[b], 1), []).append(b)   # missed the cache with it
+        for width, rows in by_length.items():
+            sel = torch.tensor(rows, device=ids.device)
             m = mask[sel, :width].long()
             h = self._model_on(ids.device)(input_ids=ids[sel, :width].long(), attention_mask=m,
                                            token_type_ids=torch.zeros_like(m)).last_hidden_state.float()
-            for j, b in enumerate(todo):
+            for j, b in enumerate(rows):
                 states = h[j, : n[b]]
                 out[b, : n[b]] = states
                 if store[b]:
                     self.cache[keys[b]] = states = states.clone()
                     self.bytes += states.numel() * states.element_size()
-            while self.bytes > self.max_bytes and self.cache:
-                _, old = self.cache.popitem(last=False)
-                self.bytes -= old.numel() * old.element_size()
+        while self.bytes > self.max_bytes and self.cache:
+            _, old = self.cache.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
         return out
 
 

@@ -68,7 +68,8 @@ def _env():
 
 def _start(out, data_dir, prefix=(), resume=False):
     args = ["train", "lf_dnn", "--dataset", "mosi", "--data-dir", str(data_dir), "--epochs", str(EPOCHS),
-            "--batch-size", "4", "--seed", "7", "--out", str(out), "--train", "progress=false", *MODEL]
+            "--batch-size", "4", "--seed", "7", "--out", str(out), "--train", "progress=false",
+            "--train", "patience=1000", *MODEL]
     if resume:
         args.append("--resume")
     cmd = [sys.executable, *prefix, *args] if prefix else [sys.executable, "-m", "mmsa.cli", *args]

@@ -56,6 +56,22 @@ def model(dropout=0.1):
                  hidden_audio=8, hidden_vision=8, post_fusion_dim=16, dropout=dropout)
 
 
+class MeanMLP(torch.nn.Module):
+    """An LSTM-free model: CPU fp16 autocast has no LSTM kernel (oneDNN), CUDA does."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(15, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+
+    def forward(self, batch):
+        from mmsa.types import ModelOutput
+
+        x = torch.cat([batch.text.mean(1), batch.audio.mean(1), batch.vision.mean(1)], -1)
+        pred = self.net(x).squeeze(-1).float()
+        return ModelOutput(pred=pred, losses={"task": torch.nn.functional.l1_loss(pred, batch.label.float())})
+
+
 def cfg(**kw):
     base = dict(epochs=6, lr=3e-3, progress=False, patience=100, seed=3, metric_dataset="mosi")
     base.update(kw)
@@ -270,6 +286,7 @@ def test_fp16_grad_scaler_state_is_checkpointed(data, tmp_path):
     """The fp16 path (autocast + GradScaler + unscale before clipping), run on the CPU."""
     tr, va, te = data
     kw = dict(amp_dtype="fp16", clip_grad=1.0, lr=1e-2)
+    model = MeanMLP
     full = Trainer(model(), cfg(epochs=3, **kw))
     assert full.amp_dtype == torch.float16 and full.scaler.is_enabled()
     hist = full.fit(loader(tr, True), loader(va))
