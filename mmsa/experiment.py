@@ -214,7 +214,7 @@ def run_dir(name: str, p: Protocol, seed: int, config: dict, train: dict, root="
 
 
 def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root: str = "build/runs",
-        retrain: bool = False, progress: bool = False, **overrides) -> Trainer:
+        retrain: bool = False, progress: bool = False, out: Optional[Path] = None, **overrides) -> Trainer:
     """Train ``name`` under protocol ``p`` (or load the finished run from ``root``).
 
     ``overrides`` go to ``mmsa.models.build`` (ablation flags, sizes); ``train={...}`` overrides
@@ -225,7 +225,7 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
 
     data = data if data is not None else load(p)
     config, train = model_config(name, data, p, **overrides)
-    out = run_dir(name, p, seed, config, train, root)
+    out = Path(out) if out is not None else run_dir(name, p, seed, config, train, root)
     torch.manual_seed(seed)
     model = build(name, **config)
     pattern, low, high = p.train_missing
@@ -258,9 +258,9 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
 
 def _fit_job(job: tuple) -> str:
     """Worker of ``fit_all``: one training in a fresh process (one thread)."""
-    name, p, seed, root, overrides = job
+    name, p, seed, root, overrides, out = job
     torch.set_num_threads(1)
-    fit(name, p, seed, root=root, **overrides)
+    fit(name, p, seed, root=root, out=out, **overrides)
     return f"{name} seed {seed}"
 
 
@@ -278,11 +278,12 @@ def fit_all(jobs: list, p: Protocol, root: str = "build/runs", workers: int = 1,
     from tqdm.auto import tqdm
 
     data = load(p)
-    todo = []
-    for label, name, seed, overrides in jobs:
-        config, train = model_config(name, data, p, **dict(overrides))
-        if not (run_dir(name, p, seed, config, train, root) / "done.json").exists():
-            todo.append((name, p, seed, root, dict(overrides)))
+    dirs = {}
+    for label, name, seed, overrides in jobs:      # the run folders are fixed here, once: the code
+        config, train = model_config(name, data, p, **dict(overrides))   # may be edited meanwhile
+        dirs[(label, seed)] = run_dir(name, p, seed, config, train, root)
+    todo = [(name, p, seed, root, dict(overrides), dirs[(label, seed)]) for label, name, seed, overrides in jobs
+            if not (dirs[(label, seed)] / "done.json").exists()]
     if todo:
         bar = tqdm(total=len(todo), desc="training runs", disable=not progress)
         if workers > 1 and len(todo) > 1:
@@ -290,15 +291,15 @@ def fit_all(jobs: list, p: Protocol, root: str = "build/runs", workers: int = 1,
                 for _ in cf.as_completed([pool.submit(_fit_job, j) for j in todo]):
                     bar.update()
         else:
-            for name, _, seed, _, overrides in todo:
-                fit(name, p, seed, data=data, root=root, **overrides)
+            for name, _, seed, _, overrides, out in todo:
+                fit(name, p, seed, data=data, root=root, out=out, **overrides)
                 bar.update()
         bar.close()
-    trained_now = {(name, seed, json.dumps(o, sort_keys=True, default=str)) for name, _, seed, _, o in todo}
+    trained_now = {job[5] for job in todo}
     out = {}
     for label, name, seed, overrides in jobs:
-        t = out[(label, seed)] = fit(name, p, seed, data=data, root=root, **dict(overrides))
-        t.cached = (name, seed, json.dumps(dict(overrides), sort_keys=True, default=str)) not in trained_now
+        t = out[(label, seed)] = fit(name, p, seed, data=data, root=root, out=dirs[(label, seed)], **dict(overrides))
+        t.cached = dirs[(label, seed)] not in trained_now
     return out
 
 

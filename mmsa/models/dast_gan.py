@@ -56,6 +56,7 @@ class DASTGANConfig(EMTDLFRConfig):
     dam_target_tau: float = 0.5       # temperature of the target softmax(-|ŷ_m - y| / τ_t)
     # STA
     sta_steps: int = 50
+    attract_sta: bool = False            # DLFR's attraction also on STA's summary s (see attraction_dims)
     align_sigma: Optional[float] = 0.1   # Gaussian anchoring of aligned steps (relative time)
     # GAN
     disc_hidden: tuple = (256, 64)
@@ -102,6 +103,16 @@ class DASTGAN(EMTDLFR):
     def head_dim(self) -> int:
         return super().head_dim() + self.cfg.d_model
 
+    def attraction_dims(self) -> dict:
+        """DLFR's high-level attraction pulls the two views together on vec(G^L), h_l, h_a, h_v.
+        DAST-GAN's head also reads STA's summary s, which only the GAN constrains; ``attract_sta``
+        adds a SimSiam term on s as well.  Off by default: it did not help in our measurements
+        (2 seeds, test MAE +0.04 complete, +0.02 at 50 % missing; docs/design.md §3.3)."""
+        dims = super().attraction_dims()
+        if self.cfg.attract_sta:
+            dims["s"] = self.cfg.d_model
+        return dims
+
     def fuse(self, batch: Batch, g: Tensor, xs: list, valid: list) -> dict:
         rho, keys = availability(batch)                                   # Eq. 4 (from the input)
         rho = rho.to(g.device)
@@ -118,7 +129,7 @@ class DASTGAN(EMTDLFR):
         g_pool = torch.einsum("bm,bmd->bd", alpha.to(g.dtype), g)        # pooled global token ḡ
         s, sta_extras = self.sta(xs, keys, lengths, g_pool, alpha)        # Eq. 8-12
         extras = {"availability": rho, "layer_weights": w, "s": s, **sta_extras}
-        return {"g": g, "xs": xs, "weights": alpha, "head_extra": [s], "extras": extras}
+        return {"g": g, "xs": xs, "weights": alpha, "head_extra": [s], "feats": {"s": s}, "extras": extras}
 
     def forward(self, batch: Batch):
         out = super().forward(batch)

@@ -194,7 +194,7 @@ class EMTDLFR(nn.Module):
             xs.append(self.emb_dropout(x))
         valid = [enc["valid"][m] for m in MODALITIES]
         fused = self.fuse(batch, g, xs, valid)
-        feats = {"g": fused["g"].flatten(1), **{m: enc["global"][m] for m in MODALITIES}}
+        feats = {"g": fused["g"].flatten(1), **{m: enc["global"][m] for m in MODALITIES}, **fused.get("feats", {})}
         h = torch.cat([feats["text"], feats["audio"], feats["vision"], feats["g"], *fused["head_extra"]], -1)
         pred = self.head(h).float()   # fp32 predictions also under bf16 autocast
         pred = pred.squeeze(-1) if pred.shape[-1] == 1 else pred
