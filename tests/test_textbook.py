@@ -135,6 +135,13 @@ def test_every_chapter_has_solutions_that_run_in_ci_mode(path):
     assert len(tagged) == 1, f"{sol.name}: {len(tagged)} cells tagged 'parameters'"
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{sol.name}: committed with outputs"
     assert nb.cells[0].source.startswith(f"# {nn} · Solutions") and f"](../{path.name})" in nb.cells[0].source
+    chapter = nbformat.read(path, as_version=4)
+    exercises = next((c.source for c in chapter.cells if c.cell_type == "markdown" and c.source.startswith("## Exercises")), "")
+    levels = re.findall(r"^\d\. \*\*\[(★{1,3})\]\*\*", exercises, flags=re.M)
+    answered = [re.match(r"## Exercise (\d+) \[(★{1,3})\]", c.source) for c in nb.cells if c.cell_type == "markdown"]
+    answered = [(int(m.group(1)), m.group(2)) for m in answered if m]
+    if levels:  # one solution per exercise of the chapter, same number and level
+        assert answered == list(enumerate(levels, 1)), f"{sol.name} answers {answered}, the chapter asks {levels}"
     ci = ROOT / "ci" / "solutions" / f"{nn}.yaml"
     assert ci.exists(), f"{ci.relative_to(ROOT)} missing: the solutions would run with the main job's parameters in CI"
     params = yaml.safe_load(ci.read_text()) or {}
