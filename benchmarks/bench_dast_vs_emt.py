@@ -1,6 +1,6 @@
 """DAST-GAN vs EMT-DLFR: training seconds per epoch, inference cost and parameters, in one run.
 
-SPEC §8 targets: DAST-GAN training cost <= 1.2 x EMT-DLFR's per epoch; inference cost = EMT-DLFR's
+docs/design.md §8 targets: DAST-GAN training cost <= 1.2 x EMT-DLFR's per epoch; inference cost = EMT-DLFR's
 single view; on CUDA bf16 autocast and peak memory at batch 32.
 
 Both models are built at the MOSI preset with frozen text features (``use_text_features=True``,

@@ -5,8 +5,9 @@
     python -m mmsa.book run --smoke --only 00     # CI parameters from ci/NN.yaml -> build/smoke/
     python -m mmsa.book run --preset gpu          # parameters from ci/gpu/NN.yaml -> build/gpu/
     python -m mmsa.book run --inplace --only 00   # default run, then notebook + figures committed
+    python -m mmsa.book run --only 02 --solutions # chapter 02, then notebooks/solutions/02_solutions.ipynb
     python -m mmsa.book run                       # the main job: every notebook, in order
-    python -m mmsa.book test [--only 00 01] [--skip-unit]   # what CI runs (.ci/run)
+    python -m mmsa.book test [--only 00 01] [--skip-unit]   # what CI runs (.ci/run), solutions included
     python -m mmsa.book clean [--check] [PATH ...]          # strip volatile metadata
 
 Where things go (OUT = ``build/``, ``build/smoke/`` or ``build/<preset>/``):
@@ -34,6 +35,11 @@ silently accept a typo.
 
 Inside a notebook, the first code cell after ``parameters`` calls :func:`setup`, and
 figures/numbers are saved with :func:`save_figure` / :func:`save_metrics`.
+
+The solutions of each chapter's exercises, ``notebooks/solutions/NN_solutions.ipynb``, are run
+like the chapters, after them: their CI parameters are ``ci/solutions/NN.yaml`` (a preset's
+``ci/<preset>/solutions/NN.yaml``); ``--only NN`` selects a chapter together with its solutions.
+They save neither figures nor metrics (those belong to the chapters).
 """
 from __future__ import annotations
 
@@ -213,10 +219,25 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return sorted(picked)
 
 
+SOLUTIONS = "solutions"  # notebooks/solutions/ and ci/solutions/
+
+
+def solutions(only: list[str] | None = None) -> list[Path]:
+    """The solutions ``notebooks/solutions/NN_solutions.ipynb`` of the chapters ``notebooks(only)`` selects."""
+    numbers = {p.name[:2] for p in notebooks(only)}
+    folder = repo_root() / "notebooks" / SOLUTIONS
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if p.name[:2] in numbers)
+
+
+def is_solution(nb: Path) -> bool:
+    return nb.parent.name == SOLUTIONS
+
+
 def presets() -> list[str]:
-    """Parameter presets: folders ``ci/<NAME>/`` holding ``NN.yaml`` files."""
+    """Parameter presets: folders ``ci/<NAME>/`` holding ``NN.yaml`` files (``ci/solutions/`` is not one)."""
     ci = repo_root() / "ci"
-    return sorted(p.name for p in ci.iterdir() if p.is_dir() and any(p.glob("[0-9][0-9].yaml"))) if ci.is_dir() else []
+    return sorted(p.name for p in ci.iterdir() if p.is_dir() and p.name != SOLUTIONS
+                  and any(p.glob("[0-9][0-9].yaml"))) if ci.is_dir() else []
 
 
 def _load_yaml_file(path: Path) -> dict:
@@ -233,20 +254,26 @@ def _load_yaml_file(path: Path) -> dict:
     return data
 
 
+def _parameter_file(nb: Path, preset: str | None = None) -> str:
+    """``ci/NN.yaml``, ``ci/<preset>/NN.yaml``; for a solutions notebook ``ci/[<preset>/]solutions/NN.yaml``."""
+    parts = ["ci"] + ([preset] if preset else []) + ([SOLUTIONS] if is_solution(nb) else []) + [f"{nb.name[:2]}.yaml"]
+    return "/".join(parts)
+
+
 def smoke_parameters(nb: Path) -> dict:
     """Parameters for CI mode: ``ci/NN.yaml`` (or ``{}`` when the defaults are already small)."""
-    path = repo_root() / "ci" / f"{nb.name[:2]}.yaml"
+    path = repo_root() / _parameter_file(nb)
     return _load_yaml_file(path) if path.exists() else {}
 
 
 def preset_parameters(nb: Path, preset: str) -> dict:
     """Parameters of ``ci/<preset>/NN.yaml``; ``{}`` (the defaults) when that file does not exist."""
     folder = repo_root() / "ci" / preset
-    if not re.fullmatch(r"[\w-]+", preset) or not folder.is_dir():
+    if not re.fullmatch(r"[\w-]+", preset) or not folder.is_dir() or preset == SOLUTIONS:
         have = presets()
         raise BookError(f"no preset {preset!r} (no folder ci/{preset}/ with NN.yaml files); available presets: "
                         + (", ".join(have) if have else "none yet") + "; CI parameters are --smoke")
-    path = folder / f"{nb.name[:2]}.yaml"
+    path = repo_root() / _parameter_file(nb, preset)
     return _load_yaml_file(path) if path.exists() else {}
 
 
@@ -357,16 +384,21 @@ def check_parameters(nb: Path, params: dict, source: str = "-p") -> dict:
     return out
 
 
-def plan(only=None, smoke=False, preset=None, params: dict | None = None) -> list[tuple[Path, dict, str]]:
-    """``[(notebook, parameters, where they came from)]``, every name and value checked first."""
+def plan(only=None, smoke=False, preset=None, params: dict | None = None,
+         with_solutions: bool = False) -> list[tuple[Path, dict, str]]:
+    """``[(notebook, parameters, where they came from)]``, every name and value checked first.
+
+    ``with_solutions``: the selected chapters' solutions notebooks follow the chapters (they load
+    the runs the chapters left in the cache).
+    """
     if smoke and preset:
         raise BookError("--smoke and --preset exclude each other (--smoke is the preset of ci/NN.yaml)")
     out = []
-    for nb in notebooks(only):
+    for nb in notebooks(only) + (solutions(only) if with_solutions else []):
         if smoke:
-            base, src = smoke_parameters(nb), f"ci/{nb.name[:2]}.yaml"
+            base, src = smoke_parameters(nb), _parameter_file(nb)
         elif preset:
-            base, src = preset_parameters(nb, preset), f"ci/{preset}/{nb.name[:2]}.yaml"
+            base, src = preset_parameters(nb, preset), _parameter_file(nb, preset)
         else:
             base, src = {}, ""
         base = check_parameters(nb, base, src) if base else {}
@@ -383,6 +415,8 @@ def _fmt_s(seconds: float) -> str:
 
 
 def _remove_stale(out: Path, nb: Path, figures: bool) -> None:
+    if is_solution(nb):  # a solutions notebook writes no metrics or figures of its own
+        return
     stale = out / "metrics" / f"{nb.name[:2]}.json"
     stale.unlink(missing_ok=True)
     if figures:
@@ -395,6 +429,9 @@ def _publish(nb: Path, executed: Path, staged_figures: Path) -> None:
     root = repo_root()
     shutil.copyfile(executed, nb)
     clean([nb], check=False, quiet=True)
+    if is_solution(nb):
+        print(f"      wrote {display_path(nb)}", flush=True)
+        return
     fig_dir = root / "figures"
     fig_dir.mkdir(exist_ok=True)
     new = {f.name for f in staged_figures.glob(f"{nb.name[:2]}_*")}
@@ -407,8 +444,15 @@ def _publish(nb: Path, executed: Path, staged_figures: Path) -> None:
           + (f"; removed stale {', '.join(gone)}" if gone else ""), flush=True)
 
 
+def _target(folder: Path, nb: Path) -> Path:
+    """Where the executed copy of ``nb`` goes: ``folder/NAME``, ``folder/solutions/NAME`` for a solution."""
+    target = folder / SOLUTIONS / nb.name if is_solution(nb) else folder / nb.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 def run(only=None, smoke=False, inplace=False, params: dict | None = None, preset: str | None = None,
-        kernel: str = "python3") -> int:
+        kernel: str = "python3", with_solutions: bool = False) -> int:
     """Execute notebooks with papermill; returns 0, or 1 if a notebook failed."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -417,7 +461,7 @@ def run(only=None, smoke=False, inplace=False, params: dict | None = None, prese
     if inplace and (smoke or preset or params):
         raise BookError("--inplace commits the default run; with --smoke, --preset or -p the committed outputs "
                         "would disagree with the notebook's parameters cell (run without --inplace: outputs go to build/)")
-    jobs = plan(only, smoke, preset, params)
+    jobs = plan(only, smoke, preset, params, with_solutions=with_solutions)
     mode = "smoke" if smoke else preset
     out = root / "build" / mode if mode else root / "build"
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
@@ -433,7 +477,7 @@ def run(only=None, smoke=False, inplace=False, params: dict | None = None, prese
             shown = ", ".join(f"{a}={b!r}" for a, b in p.items()) or "defaults"
             print(f"[{k}/{n}] {nb.stem}: {shown}" + (f" (from {src})" if src and p else ""), flush=True)
             _remove_stale(out, nb, figures=inplace)
-            target = out / "notebooks" / nb.name
+            target = _target(out / "notebooks", nb)
             t0 = time.perf_counter()
             status, error = "ok", None
             try:
@@ -496,7 +540,7 @@ def test(only=None, skip_unit=False) -> int:
     root = repo_root()
     py = sys.executable
     nbs = notebooks(only)
-    jobs = plan(only, smoke=True)
+    jobs = plan(only, smoke=True, with_solutions=True)
     out = root / "build" / "smoke"
     env = dict(os.environ)
     env[ENV_OUT] = str(out)
@@ -525,7 +569,7 @@ def test(only=None, skip_unit=False) -> int:
         failed, total = [], 0.0
         for k, (nb, p, src) in enumerate(jobs, 1):
             _remove_stale(out, nb, figures=False)
-            target = prepare_ci(nb, p, out / "notebooks" / nb.name)
+            target = prepare_ci(nb, p, _target(out / "notebooks", nb))
             shown = ", ".join(f"{a}={b!r}" for a, b in p.items()) or "defaults"
             print(f"[{k}/{len(jobs)}] {nb.stem} (CI mode: {shown})", flush=True)
             t0 = time.perf_counter()
@@ -542,8 +586,11 @@ def test(only=None, skip_unit=False) -> int:
     steps = []
     if not skip_unit:
         steps.append(("unit tests", lambda: call([py, "-m", "pytest", "tests", "-q", "--durations=12"])))
-    steps.append(("notebook hygiene (clean --check)", lambda: clean(nbs, check=True)))
-    steps.append(("notebooks in CI mode (papermill parameters, executed once under nbval-lax)", notebooks_ci))
+    # every notebook of notebooks/ (index and solutions included), or the selected ones and their solutions
+    steps.append(("notebook hygiene (clean --check)",
+                  lambda: clean(nbs + solutions(only) if only else None, check=True)))
+    steps.append(("notebooks and their solutions in CI mode (papermill parameters, executed once under nbval-lax)",
+                  notebooks_ci))
     steps.append(("claims on build/smoke/metrics", lambda: call([py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                                                  str(root / "ci" / "test_claims.py")])))
     rc = 0
@@ -751,9 +798,11 @@ def main(argv=None) -> int:
                    help="after each successful notebook, write it (cleaned) into notebooks/ and its figures into figures/")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                    help="override a parameter (value parsed as YAML); applied over --smoke/--preset")
+    r.add_argument("--solutions", action="store_true",
+                   help="after the chapters, run their solutions (notebooks/solutions/NN_solutions.ipynb)")
     r.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
-    t = sub.add_parser("test", help="unit tests + clean --check + notebooks in CI mode under nbval + claims")
-    t.add_argument("--only", nargs="+", metavar="NN", help="limit notebooks, nbval and claims to these")
+    t = sub.add_parser("test", help="unit tests + clean --check + notebooks and solutions in CI mode under nbval + claims")
+    t.add_argument("--only", nargs="+", metavar="NN", help="limit notebooks (and their solutions), nbval and claims to these")
     t.add_argument("--skip-unit", action="store_true", help="skip the unit tests")
     c = sub.add_parser("clean", help="strip volatile metadata, injected parameters and machine paths from notebooks")
     c.add_argument("paths", nargs="*", help="notebooks or folders (default: notebooks/)")
@@ -764,7 +813,8 @@ def main(argv=None) -> int:
             params = {}
             for name, value in args.param:
                 params[name] = parse_value(name, value)
-            return run(args.only, args.smoke, args.inplace, params, preset=args.preset, kernel=args.kernel)
+            return run(args.only, args.smoke, args.inplace, params, preset=args.preset, kernel=args.kernel,
+                       with_solutions=args.solutions)
         if args.cmd == "clean":
             return clean(args.paths or None, check=args.check)
         return test(args.only, args.skip_unit)

@@ -1,4 +1,4 @@
-"""Dataclass configs with per-dataset presets (SPEC §2).
+"""Dataclass configs with per-dataset presets (docs/design.md §2).
 
 Every model has one ``@dataclass`` config.  ``make_config(Cls, dataset, **overrides)`` starts
 from the class defaults, applies ``Cls.PRESETS[dataset]`` (if any) and then the overrides.

@@ -1,4 +1,4 @@
-"""Training losses of DLFR (EMT-DLFR) and DAST-GAN's adversarial game (SPEC §3.2, §3.3).
+"""Training losses of DLFR (EMT-DLFR) and DAST-GAN's adversarial game (docs/design.md §3.2, §3.3).
 
 * ``reconstruction_loss``  low-level reconstruction, only where a valid position was dropped
 * ``make_projector`` / ``make_predictor`` / ``simsiam_loss``  high-level attraction (SimSiam)

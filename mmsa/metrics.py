@@ -1,4 +1,4 @@
-"""Evaluation metrics, following the rules of the field (SPEC §5).
+"""Evaluation metrics, following the rules of the field (docs/design.md §5).
 
 The conventions are those of the public MMSA / EMT-DLFR evaluation code, which every paper in
 this book (and its baselines) reports with; they are re-derived here from their definitions.

@@ -1,4 +1,4 @@
-"""Missing-modality simulation (SPEC §4.3): make a complete batch incomplete, reproducibly.
+"""Missing-modality simulation (docs/design.md §4.3): make a complete batch incomplete, reproducibly.
 
 Three patterns, each applied per sample and per modality:
 

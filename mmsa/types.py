@@ -1,4 +1,4 @@
-"""The two objects every model, loader and notebook shares (SPEC §2).
+"""The two objects every model, loader and notebook shares (docs/design.md §2).
 
 ``Batch`` is what a loader yields and what ``model(batch)`` consumes; ``ModelOutput``
 is what every model returns.  Both are plain dataclasses of tensors.

@@ -249,3 +249,69 @@ def test_default_run_leaves_committed_figures_alone(repo, capsys):
     assert (repo / "figures" / "00_plot.png").read_bytes() == b"committed"
     assert (repo / "build" / "figures" / "00_plot.png").read_bytes() == b"new"
     assert (repo / "build" / "notebooks" / "00_first.ipynb").exists()
+
+
+# --------------------------------------------------------------------------- solutions notebooks
+
+
+@pytest.fixture
+def with_solution(repo):
+    """notebooks/solutions/00_solutions.ipynb with ci/solutions/00.yaml (CI mode) and a preset file."""
+    (repo / "notebooks" / "solutions").mkdir()
+    (repo / "ci" / "solutions").mkdir()
+    (repo / "ci" / "gpu" / "solutions").mkdir()
+    path = repo / "notebooks" / "solutions" / "00_solutions.ipynb"
+    nbformat.write(_notebook("epochs = 25\nseeds = [1, 2, 3]\n", "print(epochs)"), path)
+    (repo / "ci" / "solutions" / "00.yaml").write_text("epochs: 3\nseeds: [1]\n")
+    (repo / "ci" / "gpu" / "solutions" / "00.yaml").write_text("epochs: 50\n")
+    return path
+
+
+def test_solutions_are_not_chapters_and_follow_their_chapter(with_solution):
+    assert [p.name for p in book.notebooks()] == ["00_first.ipynb", "01_second.ipynb"]
+    assert book.solutions() == [with_solution] and book.solutions(["0"]) == [with_solution]
+    assert book.solutions(["01"]) == []
+    names = [(nb.name, p, src) for nb, p, src in book.plan(smoke=True, with_solutions=True)]
+    assert names == [("00_first.ipynb", {"epochs": 2}, "ci/00.yaml"), ("01_second.ipynb", {}, "ci/01.yaml"),
+                     ("00_solutions.ipynb", {"epochs": 3, "seeds": [1]}, "ci/solutions/00.yaml")]
+    assert [nb.name for nb, _, _ in book.plan(["01"], smoke=True, with_solutions=True)] == ["01_second.ipynb"]
+    [*_, (nb, p, src)] = book.plan(["00"], preset="gpu", with_solutions=True)
+    assert (nb, p, src) == (with_solution, {"epochs": 50}, "ci/gpu/solutions/00.yaml")
+    assert len(book.plan(smoke=True)) == 2  # run without --solutions: chapters only
+
+
+def test_ci_solutions_folder_is_not_a_preset(with_solution, capsys):
+    assert book.presets() == ["gpu"]
+    err = _error(capsys, ["run", "--preset", "solutions"])
+    assert "'solutions'" in err and "available presets: gpu" in err
+
+
+def test_a_wrong_parameter_in_ci_solutions_names_the_file(with_solution, capsys):
+    (with_solution.parents[2] / "ci" / "solutions" / "00.yaml").write_text("epoch: 3\n")
+    err = _error(capsys, ["run", "--smoke", "--only", "00", "--solutions"])
+    assert "00_solutions" in err and "epoch (did you mean epochs?)" in err and "ci/solutions/00.yaml" in err
+
+
+def test_test_runs_the_solutions_after_the_chapters_in_ci_mode(with_solution, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(book.subprocess, "call", lambda cmd, **kw: calls.append([str(c) for c in cmd]) or 0)
+    assert book.test(["00"], skip_unit=True) == 0
+    executed = [c[-1] for c in calls if "--nbval-lax" in c]
+    smoke = with_solution.parents[2] / "build" / "smoke" / "notebooks"
+    assert executed == [str(smoke / "00_first.ipynb"), str(smoke / "solutions" / "00_solutions.ipynb")]
+    copy = nbformat.read(executed[1], as_version=4)
+    injected = [c.source for c in copy.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "epochs = 3" in injected[0] and "seeds = [1]" in injected[0]
+
+
+def test_run_solutions_keeps_the_chapters_metrics_and_figures(with_solution, capsys):
+    nbformat.write(_notebook("fail = False\n", WRITE), with_solution.parents[1] / "00_first.ipynb")
+    nbformat.write(_notebook("epochs = 25\n", "import os; print(sorted(os.listdir(os.environ['MMSA_BOOK_OUT'] + '/figures')))"),
+                   with_solution)
+    assert book.run(["00"], with_solutions=True) == 0
+    out = capsys.readouterr().out
+    assert "[2/2] 00_solutions done" in out
+    build = with_solution.parents[2] / "build"
+    assert json.loads((build / "metrics" / "00.json").read_text()) == {"fresh": 1}
+    executed = nbformat.read(build / "notebooks" / "solutions" / "00_solutions.ipynb", as_version=4)
+    assert "00_plot.png" in executed.cells[2].outputs[0].text  # the chapter's figure was not removed

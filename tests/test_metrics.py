@@ -1,4 +1,4 @@
-"""mmsa.metrics on tiny hand-worked cases (SPEC §5)."""
+"""mmsa.metrics on tiny hand-worked cases (docs/design.md §5)."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""mmsa.missing: seeded, non-mutating missing-modality simulation (SPEC §4.3)."""
+"""mmsa.missing: seeded, non-mutating missing-modality simulation (docs/design.md §4.3)."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""SynthMSA: a seeded multimodal sentiment dataset whose ground truth is known (SPEC §4.2).
+"""SynthMSA: a seeded multimodal sentiment dataset whose ground truth is known (docs/design.md §4.2).
 
 Real MSA benchmarks cannot tell us *why* a model works: nobody knows how much each modality
 really says about a clip, or when in the clip it says it.  SynthMSA writes the exact MMSA

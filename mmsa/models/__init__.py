@@ -1,4 +1,4 @@
-"""One registry for every model: ``build(name, **config)`` and ``available()`` (SPEC §2).
+"""One registry for every model: ``build(name, **config)`` and ``available()`` (docs/design.md §2).
 
 A model module registers itself with ``@register("name")`` on a builder
 ``fn(**config) -> nn.Module``.  Names are lowercase.  Modules are imported lazily here so
