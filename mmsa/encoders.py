@@ -1,4 +1,4 @@
-"""Modality encoders (SPEC §3.1): a BERT for text, one LSTM each for audio and vision.
+"""Modality encoders (docs/design.md §3.1): a BERT for text, one LSTM each for audio and vision.
 
 Every encoder returns a pair ``(local, global)``:
 

@@ -1,4 +1,4 @@
-"""EMT: Efficient Multimodal Transformer with mutual promotion (SPEC §3.2).
+"""EMT: Efficient Multimodal Transformer with mutual promotion (docs/design.md §3.2).
 
 Notation: G ∈ (B, 3, D) is the global multimodal context (one token per modality),
 X_m ∈ (B, T_m, D) the local stream of modality m.  One EMT layer does, for every m in parallel,

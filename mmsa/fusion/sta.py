@@ -1,4 +1,4 @@
-"""STA: spatio-temporal attention after the EMT layers (DAST-GAN, SPEC §3.3).
+"""STA: spatio-temporal attention after the EMT layers (DAST-GAN, docs/design.md §3.3).
 
     A_m = Align(Q_m, X_m^L)                       T learnable queries per modality    (Eq. 8)
           step t is anchored at relative time (t+½)/T of each sequence by an additive

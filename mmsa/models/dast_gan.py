@@ -1,4 +1,4 @@
-"""DAST-GAN (seed 000, SPEC §3.3): EMT-DLFR + DAM + STA + GAN.
+"""DAST-GAN (Tan & Zhang, Sensors 2025; docs/design.md §3.3): EMT-DLFR + DAM + STA + GAN.
 
 Everything of EMT-DLFR (``mmsa.models.emt_dlfr``) stays; three switchable modules are added:
 

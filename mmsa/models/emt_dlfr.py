@@ -1,4 +1,4 @@
-"""EMT-DLFR: Efficient Multimodal Transformer + Dual-Level Feature Restoration (SPEC §3.2).
+"""EMT-DLFR: Efficient Multimodal Transformer + Dual-Level Feature Restoration (docs/design.md §3.2).
 
 Read top to bottom as the method:
  1. encoders   text BERT (local token states, global [CLS]); audio/vision LSTMs
