@@ -200,7 +200,8 @@ def test_mmsa_presets_build_and_run():
     # attention dropout by the modality of the keys, as the toolkit; its memory/intra stacks use text's
     mult, tfr = build("mult", **DIMS, preset="mmsa"), build("tfr_net", **DIMS, preset="mmsa")
     assert [mult.cross[f"{s}_to_text"].layers[0].attn_dropout for s in ("audio", "vision")] == [0.2, 0.0]
-    assert mult.cross["text_to_vision"].layers[0].attn_dropout == 0.3 and mult.memory["audio"].layers[0].attn_dropout == 0.3
+    assert mult.cross["text_to_vision"].layers[0].attn_dropout == 0.3
+    assert mult.memory["audio"].layers[0].attn_dropout == 0.3
     assert [tfr.inter[f"{s}_to_text"].layers[0].attn_dropout for s in ("audio", "vision")] == [0.1, 0.0]
     assert tfr.intra["vision"].layers[0].attn_dropout == 0.2
     assert len(mult.memory["text"].layers) == 4 and len(tfr.intra["text"].layers) == 3
