@@ -11,9 +11,9 @@ view, which only the loss sees); a gated fusion reads the encoded sequences.  Re
                     H_{n→m}  = CrossAttn^{(layers)}(Z⁰_m ← Z⁰_n)                inter-modal
                     A_m      = [H_m; H_{n→m}; H_{n'→m}]        (T_m × 3d)
  3. generator     X̂_m = W_m · SelfAttn^{(gen_layers)}(A_m)    (T_m × D_m)   training only
-                  L_rec = Σ_m λ_m · Σ_{t ∈ D_m} SmoothL1(X̂_m[t], X^full_m[t]) / (|D_m| · D_m)
-                  D_m = valid positions the simulation dropped (the loss reads ``batch.missing``
-                  and ``batch.full``; the forward pass does not)
+                  L_rec = Σ_m λ_m · Σ_{t ∈ Ω_m} SmoothL1(X̂_m[t], X^full_m[t]) / (|Ω_m| · D_m)
+                  Ω_m = valid positions the simulation dropped, D_m = feature size (the loss reads
+                  ``batch.missing`` and ``batch.full``; the forward pass does not)
  4. gated fusion  per modality (C-Gate): G = BiGRU(A_m);  g_t = σ(Conv1D_3(G)_t)  (a gate per step)
                     r_t = tanh(W [A_m[t]; tanh(G_t) · g_t]);   r_m = max over valid t of r_t
                   ŷ = W_2 Drop(LeakyReLU(W_1 LN([r_t; r_a; r_v])))
@@ -188,7 +188,7 @@ class TFRNet(nn.Module):
             observed = batch.missing.get(m)
             if observed is None:
                 continue
-            dropped = (~pad[m] & (observed.to(rec[m].device) < 0.5)).float()  # D_m
+            dropped = (~pad[m] & (observed.to(rec[m].device) < 0.5)).float()  # Ω_m
             err = F.smooth_l1_loss(rec[m].float(), target[m].float(), reduction="none").mean(-1)
             total = total + lam * (err * dropped).sum() / dropped.sum().clamp(min=1.0)
         return total, rec
