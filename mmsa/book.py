@@ -1,15 +1,36 @@
-"""Run the textbook: every notebook, in order, with papermill (SPEC §7).
+"""Run, test and clean the textbook's notebooks (docs/design.md §7).
 
-    python -m mmsa.book run                 # the main job: default parameters, all notebooks
-    python -m mmsa.book run --inplace       # ... and write the outputs back into notebooks/
-    python -m mmsa.book run --smoke         # CI mode: small parameters from ci/NN.yaml
-    python -m mmsa.book run --smoke --only 00 03
-    python -m mmsa.book test                # the whole test suite (what .ci/run calls)
+    python -m mmsa.book run --only 00 01          # default parameters; outputs under build/
+    python -m mmsa.book run --only 03 -p epochs 30 -p seeds "[1, 2]"
+    python -m mmsa.book run --smoke --only 00     # CI parameters from ci/NN.yaml -> build/smoke/
+    python -m mmsa.book run --preset gpu          # parameters from ci/gpu/NN.yaml -> build/gpu/
+    python -m mmsa.book run --inplace --only 00   # default run, then notebook + figures committed
+    python -m mmsa.book run                       # the main job: every notebook, in order
+    python -m mmsa.book test [--only 00 01] [--skip-unit]   # what CI runs (.ci/run)
+    python -m mmsa.book clean [--check] [PATH ...]          # strip volatile metadata
 
-Executed copies go to ``build/notebooks/`` (smoke: ``build/smoke/notebooks/``), figures to
-``figures/`` (smoke: ``build/smoke/figures/`` so CI never overwrites the committed ones),
-key numbers to ``build/metrics/NN.json``.  Parameter names are checked against
-``papermill.inspect_notebook``: papermill itself would silently accept a typo.
+Where things go (OUT = ``build/``, ``build/smoke/`` or ``build/<preset>/``):
+
+    =====================  ==================  ==============  ==============
+    command                executed notebook   figures         key numbers
+    =====================  ==================  ==============  ==============
+    run                    OUT/notebooks/      OUT/figures/    OUT/metrics/
+    run --inplace          notebooks/ (*)      figures/ (*)    build/metrics/
+    test                   (not kept)          OUT/figures/    OUT/metrics/
+    a notebook opened in   itself              figures/        build/metrics/
+    Jupyter by hand
+    =====================  ==================  ==============  ==============
+
+(*) only after the notebook ran to the end: it is executed into ``build/`` first, then the
+notebook (cleaned, see ``clean``) and the figures it saved are copied together.  A run never
+overwrites the committed ``figures/`` otherwise.  ``run`` and ``test`` tell a notebook where to
+write by the environment variable ``MMSA_BOOK_OUT`` (:data:`ENV_OUT`), read by
+:func:`figures_dir` and :func:`metrics_dir`.
+
+Every user mistake (an unknown notebook number, parameter name or preset, a value that is not
+YAML or has the wrong type) is one message naming the bad value and the valid ones, exit status 2.
+Parameter names are checked against ``papermill.inspect_notebook``: papermill itself would
+silently accept a typo.
 
 Inside a notebook, the first code cell after ``parameters`` calls :func:`setup`, and
 figures/numbers are saved with :func:`save_figure` / :func:`save_metrics`.
@@ -17,14 +38,31 @@ figures/numbers are saved with :func:`save_figure` / :func:`save_metrics`.
 from __future__ import annotations
 
 import argparse
+import ast
+import copy
+import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ENV_OUT = "MMSA_BOOK_OUT"  # set by smoke runs: where figures go instead of figures/
+ENV_OUT = "MMSA_BOOK_OUT"  # set by `run`/`test`: the folder that receives figures/ and metrics/
+ENV_ONLY = "MMSA_BOOK_ONLY"  # set by `test --only`: the notebooks whose claims are checked
+
+# seaborn's "colorblind" palette (Okabe-Ito-like), the default colour cycle of every figure
+COLORBLIND = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
+              "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"]
+
+
+class BookError(Exception):
+    """A user mistake: printed as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- inside a notebook
 
 
 def repo_root() -> Path:
@@ -38,22 +76,45 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
-def figures_dir() -> Path:
+def out_dir() -> Path | None:
+    """``$MMSA_BOOK_OUT`` when a runner set it, else ``None`` (a notebook run by hand)."""
     out = os.environ.get(ENV_OUT)
-    path = Path(out) / "figures" if out else repo_root() / "figures"
+    return Path(out) if out else None
+
+
+def figures_dir() -> Path:
+    """``$MMSA_BOOK_OUT/figures`` under ``run``/``test``; the committed ``figures/`` by hand."""
+    out = out_dir()
+    path = out / "figures" if out else repo_root() / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def metrics_dir() -> Path:
-    out = os.environ.get(ENV_OUT)
-    path = Path(out) / "metrics" if out else repo_root() / "build" / "metrics"
+    """``$MMSA_BOOK_OUT/metrics`` under ``run``/``test``; ``build/metrics`` by hand."""
+    out = out_dir()
+    path = out / "metrics" if out else repo_root() / "build" / "metrics"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def setup(threads: int | None = None, style: bool = True) -> Path:
-    """Notebook preamble: cd to the repo root (so data/ and figures/ resolve), plot style."""
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository root when inside it (for printing in notebooks)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
+def setup(threads: int | None = None, style: bool = True, quiet: bool = True) -> Path:
+    """Notebook preamble: cd to the repo root (so data/ resolves), threads, plot style.
+
+    ``style``: the book's matplotlib defaults (fonts >= 8 pt, colour-blind-safe colour cycle).
+    ``quiet``: hide transformers' weight-loading bars and load reports and tqdm's "IProgress not
+    found" warning, which a reader cannot act on (the packaged MiniLM has a pooler the encoders do
+    not use; without ipywidgets the trainer prints plain-text bars).
+    """
     root = repo_root()
     os.chdir(root)
     if threads:
@@ -62,14 +123,32 @@ def setup(threads: int | None = None, style: bool = True) -> Path:
         torch.set_num_threads(threads)
     if style:
         import matplotlib
+        from cycler import cycler
 
-        matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "figure.figsize": (7, 3.6),
-                                    "axes.spines.top": False, "axes.spines.right": False})
+        matplotlib.rcParams.update({
+            "figure.dpi": 100, "savefig.dpi": 110, "figure.figsize": (7, 3.6),
+            "axes.spines.top": False, "axes.spines.right": False,
+            "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "figure.titlesize": 10,
+            "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8,
+            "axes.prop_cycle": cycler(color=COLORBLIND), "image.cmap": "viridis",
+        })
+    if quiet:
+        import warnings
+
+        # tqdm.auto without ipywidgets; the trainer falls back to plain-text bars by itself
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        try:
+            from transformers.utils import logging as hf_logging
+        except ImportError:  # pragma: no cover - transformers is a dependency
+            pass
+        else:
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
     return root
 
 
 def save_figure(fig, name: str) -> Path:
-    """Save a matplotlib figure as ``figures/<name>.png`` (stable names: ``NN_what``)."""
+    """Save a matplotlib figure as ``<figures>/<name>.png`` (stable names: ``NN_what``)."""
     path = figures_dir() / (name if name.endswith((".png", ".svg")) else f"{name}.png")
     fig.savefig(path, bbox_inches="tight")
     return path
@@ -84,17 +163,20 @@ def _jsonable(x):
         return [_jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
         return x.tolist()
-    if isinstance(x, (np.floating, np.integer)):
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
         return x.item()
     if hasattr(x, "item") and callable(x.item):  # 0-d torch tensor
         return x.item()
     return x
 
 
+def _nn(notebook: str | int) -> str:
+    return f"{int(notebook):02d}" if str(notebook).isdigit() else str(notebook)
+
+
 def save_metrics(notebook: str | int, values: dict) -> Path:
-    """Merge ``values`` into ``build/metrics/NN.json`` (read by the claims checks)."""
-    nn = f"{int(notebook):02d}" if str(notebook).isdigit() else str(notebook)
-    path = metrics_dir() / f"{nn}.json"
+    """Merge ``values`` into ``<metrics>/NN.json`` (read by the claims checks)."""
+    path = metrics_dir() / f"{_nn(notebook)}.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     data.update(_jsonable(values))
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -102,98 +184,558 @@ def save_metrics(notebook: str | int, values: dict) -> Path:
 
 
 def load_metrics(notebook: str | int) -> dict:
-    nn = f"{int(notebook):02d}" if str(notebook).isdigit() else str(notebook)
+    nn = _nn(notebook)
     path = metrics_dir() / f"{nn}.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `python -m mmsa.book run --only {nn}` first")
     return json.loads(path.read_text())
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- selecting and parameters
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks ``notebooks/NN_*.ipynb``, optionally only some (``["00", "3"]``)."""
     nbs = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        wanted = {f"{int(o):02d}" if o.isdigit() else o for o in only}
-        nbs = [p for p in nbs if p.name[:2] in wanted]
-        missing = wanted - {p.name[:2] for p in nbs}
-        if missing:
-            raise SystemExit(f"no notebook numbered {sorted(missing)} in notebooks/")
-    return nbs
+    if not only:
+        return nbs
+    by_number = {p.name[:2]: p for p in nbs}
+    picked = []
+    for o in only:
+        key = str(o).removesuffix(".ipynb")
+        key = f"{int(key):02d}" if key.isdigit() else key
+        match = by_number.get(key) or next((p for p in nbs if p.stem == key), None)
+        if match is None:
+            raise BookError(f"no notebook {o!r} in notebooks/; the notebooks are "
+                            + ", ".join(p.stem for p in nbs))
+        if match not in picked:
+            picked.append(match)
+    return sorted(picked)
+
+
+def presets() -> list[str]:
+    """Parameter presets: folders ``ci/<NAME>/`` holding ``NN.yaml`` files."""
+    ci = repo_root() / "ci"
+    return sorted(p.name for p in ci.iterdir() if p.is_dir() and any(p.glob("[0-9][0-9].yaml"))) if ci.is_dir() else []
+
+
+def _load_yaml_file(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise BookError(f"{path}: not valid YAML ({_first_line(err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BookError(f"{path}: expected a mapping `name: value` per line, got {type(data).__name__}")
+    return data
 
 
 def smoke_parameters(nb: Path) -> dict:
     """Parameters for CI mode: ``ci/NN.yaml`` (or ``{}`` when the defaults are already small)."""
+    path = repo_root() / "ci" / f"{nb.name[:2]}.yaml"
+    return _load_yaml_file(path) if path.exists() else {}
+
+
+def preset_parameters(nb: Path, preset: str) -> dict:
+    """Parameters of ``ci/<preset>/NN.yaml``; ``{}`` (the defaults) when that file does not exist."""
+    folder = repo_root() / "ci" / preset
+    if not re.fullmatch(r"[\w-]+", preset) or not folder.is_dir():
+        have = presets()
+        raise BookError(f"no preset {preset!r} (no folder ci/{preset}/ with NN.yaml files); available presets: "
+                        + (", ".join(have) if have else "none yet") + "; CI parameters are --smoke")
+    path = folder / f"{nb.name[:2]}.yaml"
+    return _load_yaml_file(path) if path.exists() else {}
+
+
+def _first_line(err) -> str:
+    parts = [getattr(err, "context", None), getattr(err, "problem", None)]  # YAML errors
+    text = ", ".join(p for p in parts if p) or str(err).split("\n")[0].strip()
+    return text or type(err).__name__
+
+
+def parse_value(name: str, text: str):
+    """A ``-p NAME VALUE`` value, parsed as YAML (``30``, ``[1, 2]``, ``cuda``, ``null``)."""
     import yaml
 
-    path = repo_root() / "ci" / f"{nb.name[:2]}.yaml"
-    if not path.exists():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise BookError(f"-p {name} {text!r}: not a valid YAML value ({_first_line(err)}); "
+                        "examples: -p epochs 30, -p seeds '[1, 2]', -p device cuda, -p lr 1e-3") from None
 
 
-def check_parameters(nb: Path, params: dict) -> None:
-    """Unknown parameter names are an error (papermill would only warn)."""
+def declared_parameters(nb: Path) -> dict:
+    """``{name: default value}`` of the notebook's ``parameters`` cell (via papermill)."""
     import papermill
 
-    declared = papermill.inspect_notebook(str(nb))
+    declared = {}
+    for name, info in papermill.inspect_notebook(str(nb)).items():
+        try:
+            declared[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            declared[name] = _UNKNOWN  # an expression: any value is accepted
+    return declared
+
+
+_UNKNOWN = object()
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean (true/false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list such as [1, 2]"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _coerce(value, default):
+    """``value`` converted to the type of ``default`` where that is unambiguous, else ``None``.
+
+    YAML reads ``1e-3`` as a string (it wants ``1.0e-3``); numbers in strings are accepted
+    where the default is a number.
+    """
+    if default is _UNKNOWN or default is None:
+        return value
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else None
+    if isinstance(default, (int, float)):
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value) if isinstance(default, float) or not value.strip().lstrip("+-").isdigit() else int(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if isinstance(default, int) and not isinstance(value, int):
+            return None
+        return value
+    if isinstance(default, str):
+        return value if isinstance(value, str) else None
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            return None
+        if default and all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in default):
+            items = [_coerce(v, 0.0 if any(isinstance(d, float) for d in default) else 0) for v in value]
+            return None if any(i is None for i in items) else items
+        return list(value)
+    if isinstance(default, dict):
+        return value if isinstance(value, dict) else None
+    return value
+
+
+def check_parameters(nb: Path, params: dict, source: str = "-p") -> dict:
+    """Unknown names and values of the wrong type are errors; returns the coerced parameters."""
+    declared = declared_parameters(nb)
     unknown = sorted(set(params) - set(declared))
     if unknown:
-        raise ValueError(f"{nb.name}: unknown parameter(s) {unknown}; the notebook's parameters are "
-                         f"{sorted(declared)}")
+        import difflib
+
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, declared, 1)) else u
+                 for u in unknown]
+        raise BookError(f"{nb.stem}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(hints)} (from {source}); its parameters are: {', '.join(declared)}")
+    out = {}
+    for name, value in params.items():
+        default = declared[name]
+        coerced = _coerce(value, default)
+        if coerced is None and value is not None:
+            raise BookError(f"{nb.stem}: parameter {name} = {value!r} (from {source}) should be "
+                            f"{_kind(default)}, like its default {default!r}")
+        if coerced is None and default is not None and default is not _UNKNOWN:
+            raise BookError(f"{nb.stem}: parameter {name} cannot be null (from {source}); "
+                            f"it should be {_kind(default)}, like its default {default!r}")
+        out[name] = coerced
+    return out
 
 
-def run(only=None, smoke=False, inplace=False, params: dict | None = None, kernel="python3") -> list[dict]:
+def plan(only=None, smoke=False, preset=None, params: dict | None = None) -> list[tuple[Path, dict, str]]:
+    """``[(notebook, parameters, where they came from)]``, every name and value checked first."""
+    if smoke and preset:
+        raise BookError("--smoke and --preset exclude each other (--smoke is the preset of ci/NN.yaml)")
+    out = []
+    for nb in notebooks(only):
+        if smoke:
+            base, src = smoke_parameters(nb), f"ci/{nb.name[:2]}.yaml"
+        elif preset:
+            base, src = preset_parameters(nb, preset), f"ci/{preset}/{nb.name[:2]}.yaml"
+        else:
+            base, src = {}, ""
+        base = check_parameters(nb, base, src) if base else {}
+        merged = {**base, **check_parameters(nb, params or {}, "-p")}
+        out.append((nb, merged, src))
+    return out
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _remove_stale(out: Path, nb: Path, figures: bool) -> None:
+    stale = out / "metrics" / f"{nb.name[:2]}.json"
+    stale.unlink(missing_ok=True)
+    if figures:
+        for f in (out / "figures").glob(f"{nb.name[:2]}_*"):
+            f.unlink()
+
+
+def _publish(nb: Path, executed: Path, staged_figures: Path) -> None:
+    """--inplace: the executed notebook (cleaned) and the figures it saved, together."""
+    root = repo_root()
+    shutil.copyfile(executed, nb)
+    clean([nb], check=False, quiet=True)
+    fig_dir = root / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    new = {f.name for f in staged_figures.glob(f"{nb.name[:2]}_*")}
+    for name in sorted(new):
+        shutil.copyfile(staged_figures / name, fig_dir / name)
+    gone = sorted(f.name for f in fig_dir.glob(f"{nb.name[:2]}_*") if f.name not in new)
+    for name in gone:
+        (fig_dir / name).unlink()
+    print(f"      wrote {display_path(nb)} and {len(new)} figure(s) to figures/"
+          + (f"; removed stale {', '.join(gone)}" if gone else ""), flush=True)
+
+
+def run(only=None, smoke=False, inplace=False, params: dict | None = None, preset: str | None = None,
+        kernel: str = "python3") -> int:
+    """Execute notebooks with papermill; returns 0, or 1 if a notebook failed."""
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     root = repo_root()
-    out = root / "build" / "smoke" if smoke else root / "build"
-    out_nb = out / "notebooks"
-    out_nb.mkdir(parents=True, exist_ok=True)
-    if smoke:
-        os.environ[ENV_OUT] = str(out)
-    else:
-        os.environ.pop(ENV_OUT, None)
-    report = []
-    for nb in notebooks(only):
-        p = dict(smoke_parameters(nb) if smoke else {})
-        p.update(params or {})
-        check_parameters(nb, p)
-        target = nb if inplace else out_nb / nb.name
-        print(f"[mmsa.book] {nb.name} {'(smoke) ' if smoke else ''}params={p}", flush=True)
-        t0 = time.perf_counter()
-        papermill.execute_notebook(str(nb), str(target), parameters=p, kernel_name=kernel,
-                                   cwd=str(root), progress_bar=False, log_output=False)
-        dt = time.perf_counter() - t0
-        print(f"[mmsa.book] {nb.name} done in {dt:.1f} s -> {target.relative_to(root)}", flush=True)
-        report.append({"notebook": nb.name, "seconds": round(dt, 1), "smoke": smoke})
-    (out / "book_run.json").write_text(json.dumps(report, indent=1))
-    return report
+    if inplace and (smoke or preset or params):
+        raise BookError("--inplace commits the default run; with --smoke, --preset or -p the committed outputs "
+                        "would disagree with the notebook's parameters cell (run without --inplace: outputs go to build/)")
+    jobs = plan(only, smoke, preset, params)
+    mode = "smoke" if smoke else preset
+    out = root / "build" / mode if mode else root / "build"
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    old_env = {k: os.environ.get(k) for k in (ENV_OUT, "PYTHONPATH")}
+    os.environ[ENV_OUT] = str(out)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), old_env["PYTHONPATH"]]))
+    report, total, n = [], 0.0, len(jobs)
+    print(f"[mmsa.book] running {n} notebook(s){' in mode ' + mode if mode else ''}; outputs under "
+          f"{display_path(out)}/" + ("; --inplace: notebooks/ and figures/ after each success" if inplace else ""),
+          flush=True)
+    try:
+        for k, (nb, p, src) in enumerate(jobs, 1):
+            shown = ", ".join(f"{a}={b!r}" for a, b in p.items()) or "defaults"
+            print(f"[{k}/{n}] {nb.stem}: {shown}" + (f" (from {src})" if src and p else ""), flush=True)
+            _remove_stale(out, nb, figures=inplace)
+            target = out / "notebooks" / nb.name
+            t0 = time.perf_counter()
+            status, error = "ok", None
+            try:
+                papermill.execute_notebook(str(nb), str(target), parameters=p, kernel_name=kernel,
+                                           cwd=str(root), progress_bar=False, log_output=False)
+            except PapermillExecutionError as err:
+                status, error = "failed", f"cell [{err.exec_count}] raised {err.ename}: {_first_line(err.evalue)}"
+            dt = time.perf_counter() - t0
+            total += dt
+            if status == "ok":
+                print(f"[{k}/{n}] {nb.stem} done in {_fmt_s(dt)} (total {_fmt_s(total)})", flush=True)
+                if inplace:
+                    _publish(nb, target, out / "figures")
+            else:
+                print(f"[{k}/{n}] {nb.stem} FAILED after {_fmt_s(dt)} (total {_fmt_s(total)}): {error}\n"
+                      f"      the executed copy with the traceback: {display_path(target)}"
+                      + ("; notebooks/ and figures/ left unchanged" if inplace else ""), flush=True)
+            report.append({"notebook": nb.name, "seconds": round(dt, 1), "status": status, "error": error,
+                           "parameters": p, "mode": mode or "default"})
+    finally:
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        (out / "book_run.json").write_text(json.dumps(report, indent=1))
+    failed = [r["notebook"] for r in report if r["status"] != "ok"]
+    print(f"[mmsa.book] {n - len(failed)}/{n} notebook(s) ran in {_fmt_s(total)}"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+def prepare_ci(nb: Path, params: dict, target: Path) -> Path:
+    """The CI copy of ``nb``: parameters injected by papermill (``prepare_only``), outputs stripped.
+
+    nbval then executes it once.  ``# NBVAL_CHECK_OUTPUT`` cells compare against the committed
+    outputs only when CI runs the notebook with its default parameters; otherwise the marker is
+    dropped in the copy (the committed outputs come from the default run, not from CI's).
+    """
+    import nbformat
+    import papermill
+
+    papermill.execute_notebook(str(nb), str(target), parameters=params, prepare_only=True,
+                               progress_bar=False, log_output=False)
+    copy_nb = nbformat.read(target, as_version=4)
+    for cell in copy_nb.cells:
+        if cell.cell_type != "code":
+            continue
+        checked = any(line.strip() == "# NBVAL_CHECK_OUTPUT" for line in cell.source.splitlines())
+        if checked and params:
+            cell.source = "\n".join(line for line in cell.source.splitlines() if line.strip() != "# NBVAL_CHECK_OUTPUT")
+        if not (checked and not params):
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(copy_nb, target)
+    return target
 
 
 def test(only=None, skip_unit=False) -> int:
-    """Unit tests, then the smoke run, then nbval on the executed copies, then the claims."""
+    """Unit tests, ``clean --check``, each notebook once in CI mode under nbval, then the claims."""
     root = repo_root()
     py = sys.executable
+    nbs = notebooks(only)
+    jobs = plan(only, smoke=True)
+    out = root / "build" / "smoke"
     env = dict(os.environ)
+    env[ENV_OUT] = str(out)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    if only:
+        env[ENV_ONLY] = " ".join(nb.name[:2] for nb in nbs)
+    else:
+        env.pop(ENV_ONLY, None)
+    timings, t_all = [], time.perf_counter()
+
+    def step(name, fn):
+        print(f"\n===== {name}", flush=True)
+        t0 = time.perf_counter()
+        rc = fn()
+        dt = time.perf_counter() - t0
+        timings.append((name, dt, rc))
+        print(f"===== {name}: {'ok' if rc == 0 else f'exit {rc}'} after {_fmt_s(dt)}", flush=True)
+        return rc
+
+    def call(cmd):
+        print("$ " + " ".join(str(c) for c in cmd), flush=True)
+        return subprocess.call(cmd, cwd=root, env=env)
+
+    def notebooks_ci():
+        (out / "notebooks").mkdir(parents=True, exist_ok=True)
+        failed, total = [], 0.0
+        for k, (nb, p, src) in enumerate(jobs, 1):
+            _remove_stale(out, nb, figures=False)
+            target = prepare_ci(nb, p, out / "notebooks" / nb.name)
+            shown = ", ".join(f"{a}={b!r}" for a, b in p.items()) or "defaults"
+            print(f"[{k}/{len(jobs)}] {nb.stem} (CI mode: {shown})", flush=True)
+            t0 = time.perf_counter()
+            rc = subprocess.call([py, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
+                                  "-p", "no:cacheprovider", str(target)], cwd=root, env=env)
+            dt = time.perf_counter() - t0
+            total += dt
+            print(f"[{k}/{len(jobs)}] {nb.stem} {'passed' if rc == 0 else 'FAILED'} in {_fmt_s(dt)} "
+                  f"(total {_fmt_s(total)})", flush=True)
+            if rc != 0:
+                failed.append(nb.stem)
+        return 1 if failed else 0
+
     steps = []
     if not skip_unit:
-        steps.append(("unit tests", [py, "-m", "pytest", "tests", "-q", "--durations=12"]))
-    steps.append(("notebooks (smoke run)", [py, "-m", "mmsa.book", "run", "--smoke"] + (["--only", *only] if only else [])))
-    smoke_nb = root / "build" / "smoke" / "notebooks"
-    steps.append(("nbval-lax on executed copies", [py, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
-                                                   str(smoke_nb)]))
-    steps.append(("claims on build/smoke/metrics", [py, "-m", "pytest", "-q", str(root / "ci" / "test_claims.py")]))
-    env[ENV_OUT] = str(root / "build" / "smoke")
-    for name, cmd in steps:
-        print(f"\n===== {name}: {' '.join(cmd)}", flush=True)
-        t0 = time.perf_counter()
-        rc = subprocess.call(cmd, cwd=root, env=env)
-        print(f"===== {name}: exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
+        steps.append(("unit tests", lambda: call([py, "-m", "pytest", "tests", "-q", "--durations=12"])))
+    steps.append(("notebook hygiene (clean --check)", lambda: clean(nbs, check=True)))
+    steps.append(("notebooks in CI mode (papermill parameters, executed once under nbval-lax)", notebooks_ci))
+    steps.append(("claims on build/smoke/metrics", lambda: call([py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                                                 str(root / "ci" / "test_claims.py")])))
+    rc = 0
+    for name, fn in steps:
+        rc = step(name, fn)
         if rc != 0:
-            return rc
-    return 0
+            break
+    print("\n[mmsa.book] test summary: " + "; ".join(f"{n} {_fmt_s(dt)}{'' if r == 0 else ' FAILED'}"
+                                                    for n, dt, r in timings)
+          + f"; total {_fmt_s(time.perf_counter() - t_all)}", flush=True)
+    return rc
+
+
+# --------------------------------------------------------------------------- clean
+
+
+_VOLATILE_CELL_KEYS = ("papermill", "execution", "ExecuteTime")
+_DROP_CELL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
+_TEXT_MIME = ("text/plain", "text/html", "text/markdown", "text/latex", "application/javascript")
+_START = r"(?<![\w.~<>-])"  # a path starts after a space, quote, bracket ... not inside a word
+_SEG = r"/[^\s/\"'<>:()\[\]{},;|]+"
+_PATH_RULES = [
+    (re.compile(_START + rf"(?:{_SEG})*?/(?:site|dist)-packages/"), "<site-packages>/"),
+    (re.compile(_START + rf"(?:{_SEG})*?/ipykernel_\d+/\d+\.py"), "<cell>"),
+    (re.compile(_START + r"(?:/private)?(?:/tmp|/var/folders/[^\s/]+/[^\s/]+/T)/tmp[\w-]+"), "<tmp>"),
+]
+_TOP = {"notebooks", "build", "figures", "data", "mmsa", "ci", "tests", "docs", "benchmarks"}
+_ABS_PATH = re.compile(_START + rf"(?:{_SEG})+/?")
+
+
+def _repo_relative(match: re.Match) -> str:
+    """``/any/checkout/build/metrics/00.json`` -> ``<repo>/build/metrics/00.json``.
+
+    The checkout is the longest prefix followed by a top-level folder of the repository, not
+    itself inside one (``mmsa/data``, ``build/smoke/figures`` stay whole).
+    """
+    path = match.group(0)
+    comps = path.strip("/").split("/")
+    for j in range(len(comps) - 1, 0, -1):
+        if comps[j] in _TOP and comps[j - 1] not in _TOP and "build" not in comps[:j] and (
+                j < len(comps) - 1 or path.endswith("/")):
+            return "<repo>/" + "/".join(comps[j:]) + ("/" if path.endswith("/") else "")
+    return path
+_MACHINE_PATH = re.compile(_START + r"/(?:work|home|Users|root|tmp|private|var|opt|usr|mnt|scratch|srv|nfs|"
+                           r"gpfs|lustre|content|kaggle)/[^\s\"'<>]*")
+
+
+def scrub_paths(text: str) -> tuple[str, list[str]]:
+    """Absolute machine paths -> ``<repo>/…``, ``<site-packages>/…``, ``<tmp>``, ``<cell>``, ``~``.
+
+    Returns the new text and the absolute paths that no rule could rewrite.
+    """
+    root = str(repo_root())
+    if len(root) > 1:
+        text = text.replace(root + "/", "<repo>/")
+        text = re.sub(re.escape(root) + r"(?![\w/.-])", "<repo>", text)
+    for pattern, repl in _PATH_RULES:
+        text = pattern.sub(repl, text)
+    text = _ABS_PATH.sub(_repo_relative, text)
+    home = str(Path.home())
+    if len(home) > 1:
+        text = re.sub(re.escape(home) + r"(?=[/\s\"']|$)", "~", text)
+    return text, _MACHINE_PATH.findall(text)
+
+
+def _scrub(value, changed: list, left: list):
+    if isinstance(value, list):
+        return [_scrub(v, changed, left) for v in value]
+    if isinstance(value, str):
+        new, rest = scrub_paths(value)
+        if new != value:
+            changed.append(True)
+        left.extend(rest)
+        return new
+    return value
+
+
+def normalise_ids(raw: dict, name: str = "") -> int:
+    """Give every cell of a notebook's JSON a valid, unique id, deterministically; returns how many
+    were missing, invalid or duplicated (done on the JSON: nbformat would repair them at random)."""
+    seen, fixed = set(), 0
+    for i, cell in enumerate(raw.get("cells", [])):
+        cid = cell.get("id")
+        if not isinstance(cid, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", cid) or cid in seen:
+            source = "".join(cell.get("source", ""))
+            digest = hashlib.sha1(f"{name}:{i}:{source}".encode()).hexdigest()
+            k = 8
+            while digest[:k] in seen:
+                k += 1
+            cell["id"] = digest[:k]
+            fixed += 1
+        seen.add(cell["id"])
+    if raw.get("nbformat") == 4 and raw.get("nbformat_minor", 0) < 5:
+        raw["nbformat_minor"] = 5
+    return fixed
+
+
+def clean_notebook(nb, name: str = "") -> tuple[list[str], list[str]]:
+    """Clean ``nb`` (an nbformat node) in place; returns (what was changed, unfixable problems)."""
+    found, problems = [], []
+    injected = [c for c in nb.cells if set(c.get("metadata", {}).get("tags", [])) & set(_DROP_CELL_TAGS)]
+    for c in injected:
+        tags = c.metadata.get("tags", [])
+        what = "injected-parameters" if "injected-parameters" in tags else "papermill error-marker"
+        found.append(f"{what} cell removed: {' '.join(c.source.split())[:80]!r}")
+    nb.cells = [c for c in nb.cells if not any(c is x for x in injected)]
+    if "papermill" in nb.metadata:
+        found.append("papermill run metadata")
+        del nb.metadata["papermill"]
+    volatile = 0
+    path_cells = []
+    for i, cell in enumerate(nb.cells):
+        meta = cell.setdefault("metadata", {})
+        for key in _VOLATILE_CELL_KEYS:
+            if key in meta:
+                del meta[key]
+                volatile += 1
+        if "tags" in meta and not meta["tags"]:
+            del meta["tags"]
+        if cell.cell_type != "code":
+            continue
+        changed, left = [], []
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = _scrub(out["text"], changed, left)
+            if "traceback" in out:
+                out["traceback"] = _scrub(out["traceback"], changed, left)
+            if "evalue" in out:
+                out["evalue"] = _scrub(out["evalue"], changed, left)
+            for mime in _TEXT_MIME:
+                if mime in out.get("data", {}):
+                    out["data"][mime] = _scrub(out["data"][mime], changed, left)
+        if changed:
+            path_cells.append(i)
+        for p in dict.fromkeys(left):
+            problems.append(f"cell {i}: absolute path {p!r} in an output (print it relative to the repository)")
+    if volatile:
+        found.append(f"execution metadata of {volatile} cell(s)")
+    if path_cells:
+        found.append(f"absolute paths in the outputs of cell(s) {', '.join(map(str, path_cells))}")
+    return found, problems
+
+
+def _notebook_files(paths) -> list[Path]:
+    files = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in f.parts)
+        elif p.suffix == ".ipynb" and p.exists():
+            files.append(p)
+        else:
+            raise BookError(f"{p}: not a notebook (.ipynb) or a folder of notebooks")
+    return files
+
+
+def clean(paths=None, check: bool = False, quiet: bool = False) -> int:
+    """Strip volatile metadata; ``check``: only report (exit 1 if any notebook needs cleaning)."""
+    import nbformat
+
+    files = _notebook_files(paths or [repo_root() / "notebooks"])
+    offending = 0
+    for f in files:
+        text = f.read_text()
+        raw = json.loads(text)
+        bad_ids = normalise_ids(raw, f.name)
+        nb = nbformat.reads(json.dumps(raw), as_version=4)
+        found, problems = clean_notebook(nb, f.name)
+        if bad_ids:
+            found.append(f"{bad_ids} missing, invalid or duplicate cell id(s)")
+        new_text = nbformat.writes(nb) + "\n"
+        changed = json.loads(new_text) != json.loads(text)
+        if check:
+            if changed or problems:
+                offending += 1
+                print(f"{display_path(f)}: needs `python -m mmsa.book clean`: "
+                      + "; ".join(found + problems or ["metadata not normalised"]))
+            continue
+        if changed:
+            f.write_text(new_text)
+        if problems:
+            offending += 1
+        if (changed and not quiet) or problems:
+            print(f"{display_path(f)}: " + ("cleaned: " + "; ".join(found or ["metadata normalised"]) if changed else "")
+                  + ("; NOT fixed: " + "; ".join(problems) if problems else ""))
+    if check:
+        print(f"[mmsa.book] clean --check: {len(files) - offending}/{len(files)} notebook(s) clean"
+              + (f"; {offending} need `python -m mmsa.book clean`" if offending else ""))
+    return 1 if offending else 0
+
+
+# --------------------------------------------------------------------------- command line
 
 
 def main(argv=None) -> int:
@@ -201,22 +743,34 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute notebooks with papermill")
-    r.add_argument("--smoke", action="store_true", help="CI mode: small parameters from ci/NN.yaml")
-    r.add_argument("--only", nargs="+", help="notebook numbers, e.g. 00 03")
-    r.add_argument("--inplace", action="store_true", help="write outputs back into notebooks/")
+    r.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers, e.g. 00 03")
+    mode = r.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="CI mode: parameters from ci/NN.yaml, outputs in build/smoke/")
+    mode.add_argument("--preset", metavar="NAME", help="parameters from ci/NAME/NN.yaml, outputs in build/NAME/")
+    r.add_argument("--inplace", action="store_true",
+                   help="after each successful notebook, write it (cleaned) into notebooks/ and its figures into figures/")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                   help="override a parameter (value parsed as YAML)")
-    t = sub.add_parser("test", help="unit tests + smoke run + nbval + claims (what CI runs)")
-    t.add_argument("--only", nargs="+")
-    t.add_argument("--skip-unit", action="store_true")
+                   help="override a parameter (value parsed as YAML); applied over --smoke/--preset")
+    r.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
+    t = sub.add_parser("test", help="unit tests + clean --check + notebooks in CI mode under nbval + claims")
+    t.add_argument("--only", nargs="+", metavar="NN", help="limit notebooks, nbval and claims to these")
+    t.add_argument("--skip-unit", action="store_true", help="skip the unit tests")
+    c = sub.add_parser("clean", help="strip volatile metadata, injected parameters and machine paths from notebooks")
+    c.add_argument("paths", nargs="*", help="notebooks or folders (default: notebooks/)")
+    c.add_argument("--check", action="store_true", help="only list the notebooks that need cleaning (exit 1 if any)")
     args = ap.parse_args(argv)
-    if args.cmd == "run":
-        import yaml
-
-        params = {k: yaml.safe_load(v) for k, v in args.param}
-        run(args.only, args.smoke, args.inplace, params)
-        return 0
-    return test(args.only, args.skip_unit)
+    try:
+        if args.cmd == "run":
+            params = {}
+            for name, value in args.param:
+                params[name] = parse_value(name, value)
+            return run(args.only, args.smoke, args.inplace, params, preset=args.preset, kernel=args.kernel)
+        if args.cmd == "clean":
+            return clean(args.paths or None, check=args.check)
+        return test(args.only, args.skip_unit)
+    except BookError as err:
+        print(f"python -m mmsa.book {args.cmd}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

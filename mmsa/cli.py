@@ -6,96 +6,204 @@
     mmsa train lf_dnn --dataset synth_mosi --out runs/lf --resume    # continue from last.pt
 
 Model config keys go through ``--set key=value`` (values parsed as YAML); training keys
-through ``--train key=value``.  Unknown keys are errors listing the valid ones.
+through ``--train key=value``.  ``--seed`` seeds the weight initialisation and the training.
+With ``--out DIR`` the run writes ``DIR/config.json`` (the resolved model and training
+configs), ``last.pt``/``last.prev.pt``/``best.pt`` checkpoints, ``history.json`` and
+``test_metrics.json``; a run killed at any moment continues with the same command plus
+``--resume`` and ends with the same numbers as an uninterrupted one.
+
+Mistakes (unknown model, dataset, config key or device, a missing or unreadable data file)
+print one line ``mmsa: error: ...`` naming the bad value and the valid ones, and exit with
+status 2.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-FILES = {"mosi": "MOSI/unaligned_50.pkl", "mosei": "MOSEI/unaligned_50.pkl", "sims": "SIMS/unaligned_39.pkl"}
+ALIASES = {"synth": "synth_mosi"}
+SYNTH_KINDS = {"synth_mosi": "mosi", "synth_sims": "sims", "synth3": "3class"}
 
 
-def _kv(items):
+class UsageError(Exception):
+    """A mistake of the user's: reported as ``mmsa: error: <message>``, exit status 2."""
+
+
+def _kv(items, what: str) -> dict:
     import yaml
 
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"expected key=value, got {item!r}")
+            raise UsageError(f"{what} expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError as err:
+            raise UsageError(f"{what} {k}: cannot parse the value {v!r} ({err})") from None
     return out
 
 
+def dataset_names() -> list[str]:
+    from mmsa.data import DATASETS
+
+    return list(DATASETS)
+
+
 def load_splits(dataset: str, data_dir: str | None, n_samples: int | None = None, seed: int = 0):
-    """Real pickles from ``data_dir`` (or ``data/``), or SynthMSA for ``synth_*`` names."""
+    """Real pickles from ``data_dir`` (a file or folder; default ``data/<MOSI|MOSEI|SIMS>``), or
+    SynthMSA (generated once, cached under ``data_dir`` or ``data/synth``) for ``synth_*`` names."""
     from mmsa import data
 
-    if dataset.startswith("synth"):
-        kind = {"synth_mosi": "mosi", "synth": "mosi", "synth_sims": "sims", "synth3": "3class"}[dataset]
+    dataset = ALIASES.get(dataset, dataset)
+    if dataset not in data.DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(dataset_names())} "
+                         f"(synth = synth_mosi)")
+    if dataset in SYNTH_KINDS:
         n = n_samples or 300
         sizes = (n, max(n // 3, 8), max(n // 3, 8))
-        return data.synthetic_splits(kind, sizes, seed, root=data_dir or "data/synth")
-    path = Path(data_dir) if data_dir else Path("data") / FILES[dataset]
-    if path.is_dir():
-        path = path / Path(FILES[dataset]).name
-    return data.load_features(path, dataset)
+        return data.synthetic_splits(SYNTH_KINDS[dataset], sizes, seed, root=data_dir or "data/synth")
+    spec = data.DATASETS[dataset]
+    return data.load_features(Path(data_dir) if data_dir else Path("data") / spec.folder, dataset)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mmsa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("models", help="list registered models")
     t = sub.add_parser("train", help="train a model, report test metrics")
     t.add_argument("model")
     t.add_argument("--dataset", default="synth_mosi", help="mosi | mosei | sims | synth_mosi | synth_sims | synth3")
-    t.add_argument("--data-dir", default=None)
+    t.add_argument("--data-dir", default=None, help="feature file or its folder (SynthMSA: cache folder)")
     t.add_argument("--n-samples", type=int, default=None, help="SynthMSA training size")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--seed", type=int, default=1)
-    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=int, default=1, help="seeds the weight initialisation and the training")
+    t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     t.add_argument("--out", default=None, help="checkpoint/history folder")
-    t.add_argument("--resume", action="store_true")
+    t.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint (if any)")
     t.add_argument("--missing", default=None, help="train+test missing pattern, e.g. random:0.3")
     t.add_argument("--set", nargs="*", default=[], help="model config key=value")
     t.add_argument("--train", nargs="*", default=[], help="TrainConfig key=value")
-    args = ap.parse_args(argv)
+    return ap
 
-    from mmsa import models
 
-    if args.cmd == "models":
-        print("\n".join(models.available()))
-        return 0
+def _setup(args):
+    """Everything before training; any mistake becomes a ``UsageError``."""
+    from mmsa import data, missing, models
+    from mmsa.data import FeatureFileError
+    from mmsa.train import TrainConfig, resolve_device, seed_everything, train_config
 
-    from mmsa import data, missing
-    from mmsa.train import Trainer, train_config
-
-    splits = load_splits(args.dataset, args.data_dir, args.n_samples, args.seed)
-    tr = splits["train"]
-    classification = tr.task == "classification"
-    model = models.build_for_data(args.model, tr, **_kv(args.set))
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.model.lower() not in models.available():
+        raise UsageError(f"unknown model {args.model!r}; available models: {', '.join(models.available())}")
+    dataset = ALIASES.get(args.dataset, args.dataset)
+    if dataset not in data.DATASETS:
+        raise UsageError(f"unknown dataset {args.dataset!r}; valid datasets: {', '.join(dataset_names())} "
+                         f"(synth = synth_mosi)")
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out DIR (the folder of the run to continue)")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    model_kw, train_kw = _kv(args.set, "--set"), _kv(args.train, "--train")
+    train_tf = eval_tf = None
+    if args.missing:
+        pattern, _, rate = args.missing.partition(":")
+        try:
+            rate = float(rate)
+        except ValueError:
+            rate = -1.0
+        if pattern not in missing.PATTERNS or not 0.0 <= rate <= 1.0:
+            raise UsageError(f"--missing expects PATTERN:RATE with PATTERN one of {', '.join(missing.PATTERNS)} "
+                             f"and RATE in [0, 1], got {args.missing!r}")
+        train_tf = missing.make_train_transform(pattern, rate, args.seed)
+        eval_tf = missing.make_eval_transform(pattern, rate, args.seed)
+    classification = data.DATASETS[dataset].task == "classification"
     cfg = dict(epochs=args.epochs, seed=args.seed, device=args.device, out_dir=args.out,
                task="classification" if classification else "regression",
                monitor="f1" if classification else "mae", mode="max" if classification else "min",
-               metric_dataset=args.dataset)
-    cfg.update(_kv(args.train))
-    train_tf = eval_tf = None
-    if args.missing:
-        pattern, rate = args.missing.split(":")
-        train_tf = missing.make_train_transform(pattern, float(rate), args.seed)
-        eval_tf = missing.make_eval_transform(pattern, float(rate), args.seed)
-    trainer = Trainer(model, train_config(**cfg), train_transform=train_tf, eval_transform=eval_tf)
-    loaders = {k: data.make_loader(s, args.batch_size, shuffle=(k == "train"), seed=args.seed) for k, s in splits.items()}
-    trainer.fit(loaders["train"], loaders["valid"], resume=args.resume)
+               metric_dataset=dataset)
+    cfg.update(train_kw)
+    try:
+        config: TrainConfig = train_config(**cfg)
+        resolve_device(config.device)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--train: {err}") from None
+    try:  # the slow part last: every cheap check above fails first
+        splits = load_splits(dataset, args.data_dir, args.n_samples, args.seed)
+    except (FileNotFoundError, FeatureFileError) as err:
+        raise UsageError(str(err)) from None
+    tr = splits["train"]
+    seed_everything(args.seed)  # the weight initialisation depends on --seed
+    try:
+        model = models.build_for_data(args.model, tr, **model_kw)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--set: {err}") from None
+    return splits, model, config, train_tf, eval_tf
+
+
+def resolved_config(args, model, config) -> dict:
+    """What ``config.json`` holds: enough to rebuild the model and repeat the run."""
+    cfg = getattr(model, "cfg", None)
+    return {
+        "model": args.model.lower(),
+        "model_config": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else None,
+        "train_config": dataclasses.asdict(config),
+        "dataset": ALIASES.get(args.dataset, args.dataset), "data_dir": args.data_dir,
+        "n_samples": args.n_samples, "batch_size": args.batch_size, "missing": args.missing,
+        "seed": args.seed,
+    }
+
+
+def train(args) -> int:
+    from mmsa import data
+    from mmsa.train import Trainer, previous_checkpoint
+
+    splits, model, config, train_tf, eval_tf = _setup(args)
+    callbacks = []
+    if getattr(getattr(model, "cfg", None), "use_gan", False) and hasattr(model, "gan_schedule"):
+        callbacks.append(model.gan_schedule())  # DAST-GAN's discriminator step
+    trainer = Trainer(model, config, callbacks=callbacks, train_transform=train_tf, eval_transform=eval_tf,
+                      model_name=args.model.lower())
+    resume = args.resume
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        last = out / "last.pt"
+        if resume and not last.exists() and not previous_checkpoint(last).exists():
+            print(f"[mmsa] no checkpoint in {out} yet: starting from epoch 1", file=sys.stderr)
+            resume = False
+        resolved = resolved_config(args, model, config)
+        (out / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
+    loaders = {k: data.make_loader(s, args.batch_size, shuffle=(k == "train"), seed=args.seed)
+               for k, s in splits.items()}
+    trainer.fit(loaders["train"], loaders["valid"], resume=resume)
     result = trainer.evaluate(loaders["test"])
     print(json.dumps({"best_epoch": trainer.best_epoch, "test": result}, indent=1))
     if args.out:
         Path(args.out, "test_metrics.json").write_text(json.dumps(result, indent=1))
     return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.cmd == "models":
+        from mmsa import models
+
+        print("\n".join(models.available()))
+        return 0
+    try:
+        return train(args)
+    except UsageError as err:
+        print(f"mmsa: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -49,18 +49,20 @@ class FrozenBert:
     **Cache.**  The states of a sentence depend only on its ids, so they are computed once and
     kept in an LRU cache keyed by the ids of the valid positions.  A sentence whose dropped words
     are ``[UNK]`` has other ids than the complete sentence, so it is encoded anew: the dropped
-    words' information is really gone, from every token state and from ``[CLS]``.  Rows of an
-    incomplete training view (fresh masks every epoch) are not stored (``store=False``), so they
-    do not push the reusable rows out.  ``max_rows`` bounds the cache.
+    words' information is really gone, from every token state and from ``[CLS]``.  The cache
+    holds at most ``max_bytes`` of states (default 1 GiB); the least recently used go first.
+    Training with fresh word masks every epoch would fill it with sentences never seen again:
+    ``mmsa.missing.make_train_transform(text_bank=K)`` draws each clip's words from K fixed
+    masks instead, so every incomplete sentence is encoded once.
     """
 
     _shared: dict = {}
 
-    def __init__(self, path: str, max_rows: int = 200_000):
+    def __init__(self, path: str, max_bytes: int = 1 << 30):
         self.model = load_bert(path).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.path, self.dim, self.max_rows = path, self.model.config.hidden_size, max_rows
+        self.path, self.dim, self.max_bytes, self.bytes = path, self.model.config.hidden_size, max_bytes, 0
         self._copies: dict = {}                   # device -> model on that device
         self.cache: "OrderedDict[tuple, Tensor]" = OrderedDict()
         self.hits = self.misses = 0
@@ -81,8 +83,10 @@ class FrozenBert:
         return self._copies[key]
 
     @torch.no_grad()
-    def __call__(self, ids: Tensor, mask: Tensor, store: bool = True) -> Tensor:
-        """ids, mask (B, L) -> token states (B, L, H) float32, zero where mask == 0."""
+    def __call__(self, ids: Tensor, mask: Tensor, store=True) -> Tensor:
+        """ids, mask (B, L) -> token states (B, L, H) float32, zero where mask == 0.
+
+        store: keep newly computed rows in the cache (a bool, or one bool per row)."""
         B, L = ids.shape
         n = mask.long().sum(1).tolist()
         ids_cpu = ids.detach().to("cpu", torch.int32)
@@ -97,6 +101,7 @@ class FrozenBert:
                 self.cache.move_to_end(k)
                 out[b, : n[b]] = hit.to(ids.device)
         self.hits += B - len(todo)
+        store = [bool(store)] * B if isinstance(store, bool) else [bool(x) for x in store]
         self.misses += len(todo)
         if todo:
             width = max(max(n[b] for b in todo), 1)
@@ -107,10 +112,12 @@ class FrozenBert:
             for j, b in enumerate(todo):
                 states = h[j, : n[b]]
                 out[b, : n[b]] = states
-                if store:
-                    self.cache[keys[b]] = states.clone()
-            while len(self.cache) > self.max_rows:
-                self.cache.popitem(last=False)
+                if store[b]:
+                    self.cache[keys[b]] = states = states.clone()
+                    self.bytes += states.numel() * states.element_size()
+            while self.bytes > self.max_bytes and self.cache:
+                _, old = self.cache.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()
         return out
 
 
@@ -190,9 +197,7 @@ class TextEncoder(nn.Module):
         mask = batch.text_mask if batch.text_mask is not None else (ids != PAD_ID)
         mask = mask.long()
         if self.frozen is not None:
-            # an incomplete training view (words dropped afresh every epoch) is not worth caching
-            store = not (self.training and bool((ids == UNK_ID).any()))
-            local = self.frozen(ids, mask, store=store)
+            local = self.frozen(ids, mask)
         elif self.freeze:
             with torch.no_grad():
                 local = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state

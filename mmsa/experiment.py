@@ -34,17 +34,20 @@ import torch
 
 from mmsa import missing
 from mmsa.data import load_features, make_loader, synthetic_splits
-from mmsa.train import Trainer, TrainConfig
+from mmsa.train import Trainer, TrainConfig, read_checkpoint
 
 SYNTH_KINDS = {"synth_mosi": "mosi", "synth_sims": "sims"}
 REAL = ("mosi", "mosei", "sims")
 
 # The book's model sizes (2-core CPU) and per-model training settings.  "train" entries override
 # the protocol's TrainConfig (e.g. lr); everything else goes to ``mmsa.models.build``.
+BASELINES = ("lf_dnn", "ef_lstm", "tfn", "lmf", "mult", "misa", "self_mm", "tfr_net")
 _SMALL_EMT = dict(d_model=32, n_layers=2, n_heads=4, attn_dropout=0.1, freeze_text=True)
 BOOK_MODELS: dict[str, dict] = {
     "emt_dlfr": dict(_SMALL_EMT),
-    "dast_gan": dict(_SMALL_EMT),
+    # the paper's GAN schedule (5 warm-up + 10 ramp epochs of 35-40) shrunk in proportion to the
+    # book's runs, which early stopping ends after about 15-25 epochs
+    "dast_gan": dict(_SMALL_EMT, gan_warmup=2, gan_ramp=4),
     # Baselines: the book sizes are their configs' defaults (preset="book"; preset="mmsa" = the
     # reference toolkit's MOSI sizes).  lr x dropout chosen on the VALIDATION split under Protocol()
     # (seed 1, best validation MAE, benchmarks/tune_baselines.py; never on test).  Validation MAE
@@ -81,6 +84,13 @@ class Protocol:
     reliability:    SynthMSA only: "polarity" (the default story) or "independent" (positive control)
     train_missing:  (pattern, low, high): the incomplete training view drops positions at a rate
                     drawn uniformly in [low, high] per batch (fresh every epoch)
+    text_bank:      each clip's words are dropped with one of this many masks fixed in advance
+                    (audio/vision masks stay fresh), so that every incomplete sentence is read by
+                    the frozen BERT once (``mmsa.missing.make_train_transform``); 0 = fresh masks
+    model_size:     "book" (``BOOK_MODELS``: small, for a 2-core CPU) or "paper" (each model's own
+                    dataset preset: the papers' / the reference toolkit's sizes; for a GPU)
+    text_model, freeze_text: the BERT every model reads the text with ("minilm" = the packaged
+                    MiniLM, or a local BERT directory) and whether it is frozen (CPU) or fine-tuned
     """
 
     dataset: str = "synth_mosi"
@@ -95,12 +105,22 @@ class Protocol:
     lr: float = 1e-3
     weight_decay: float = 0.0
     train_missing: tuple = ("random", 0.0, 0.6)
+    text_bank: int = 4
+    model_size: str = "book"
+    text_model: str = "minilm"
+    freeze_text: bool = True
     seeds: tuple = (1, 2, 3)
     device: str = "cpu"
 
     def __post_init__(self):
         if self.dataset not in (*SYNTH_KINDS, *REAL):
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted([*SYNTH_KINDS, *REAL])}")
+        if self.model_size not in ("book", "paper"):
+            raise ValueError(f"unknown model_size {self.model_size!r}; valid: 'book', 'paper'")
+        if self.dataset in REAL and self.data_dir == "data/synth":
+            from mmsa.data.mmsa_pickle import DATASETS
+
+            self.data_dir = f"data/{DATASETS[self.dataset].folder}"   # the layout of data/README.md
 
     @property
     def metric_dataset(self) -> str:
@@ -130,9 +150,16 @@ def loaders(p: Protocol, data: dict, seed: int = 1) -> dict:
             "test": make_loader(data["test"], 64)}
 
 
-def model_config(name: str, data: dict, **overrides) -> tuple[dict, dict]:
-    """(build kwargs, TrainConfig overrides) for ``name`` at the book's size on ``data``."""
-    base = {k: v for k, v in BOOK_MODELS.get(name, {}).items()}
+def model_config(name: str, data: dict, p: Optional[Protocol] = None, **overrides) -> tuple[dict, dict]:
+    """(build kwargs, TrainConfig overrides) for ``name`` on ``data``: the book's size
+    (``BOOK_MODELS``) or, with ``p.model_size == "paper"``, the model's dataset preset."""
+    p = p or Protocol()
+    if p.model_size == "book":
+        base = {k: v for k, v in BOOK_MODELS.get(name, {}).items()}
+    else:
+        base = {"preset": "mmsa"} if name in BASELINES else {}
+    if name != "cmsta_cg":
+        base.update(text_model=p.text_model, freeze_text=p.freeze_text)
     train = dict(base.pop("train", {}))
     train.update(overrides.pop("train", {}))
     base.update(overrides)
@@ -143,19 +170,46 @@ def model_config(name: str, data: dict, **overrides) -> tuple[dict, dict]:
     return base, train
 
 
-def _source_hash() -> str:
+# modules that only read, measure or draw: editing them must not invalidate trained runs
+_NOT_TRAINING = {"book.py", "cli.py", "viz.py", "report.py", "efficiency.py", "probes.py", "robustness.py"}
+
+
+def _model_files(name: str) -> set:
+    """Source files of the model ``name``: its module (a whole package for the baselines) and the
+    mmsa.models modules it builds on (e.g. DAST-GAN extends EMT-DLFR)."""
+    import importlib
+    import inspect
+    import sys
+
+    from mmsa import models
+
+    module = importlib.import_module(models._MODULES[name])
+    files = {Path(module.__file__)}
+    if Path(module.__file__).name == "__init__.py":
+        files |= set(Path(module.__file__).parent.rglob("*.py"))
+    for value in vars(module).values():
+        origin = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+        if isinstance(origin, str) and origin.startswith("mmsa.models.") and origin in sys.modules:
+            files.add(Path(sys.modules[origin].__file__))
+    return files
+
+
+def _source_hash(name: str) -> str:
+    """Hash of the code a training of ``name`` depends on: every module of the package except the
+    other models and the modules that only measure or draw."""
     root = Path(__file__).resolve().parent
+    files = {f for f in root.rglob("*.py") if f.name not in _NOT_TRAINING and "models" not in f.relative_to(root).parts}
+    files |= {root / "models" / "__init__.py"} | _model_files(name)
     h = hashlib.sha1()
-    for f in sorted(root.rglob("*.py")):
-        if f.name != "book.py":
-            h.update(f.relative_to(root).as_posix().encode())
-            h.update(f.read_bytes())
+    for f in sorted(files):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 
 def run_dir(name: str, p: Protocol, seed: int, config: dict, train: dict, root="build/runs") -> Path:
     blob = json.dumps({"model": name, "config": config, "train": train, "protocol": p.key(),
-                       "seed": seed, "code": _source_hash()}, sort_keys=True, default=str)
+                       "seed": seed, "code": _source_hash(name)}, sort_keys=True, default=str)
     return Path(root) / f"{name}-s{seed}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
 
 
@@ -170,7 +224,7 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
     from mmsa.models import build
 
     data = data if data is not None else load(p)
-    config, train = model_config(name, data, **overrides)
+    config, train = model_config(name, data, p, **overrides)
     out = run_dir(name, p, seed, config, train, root)
     torch.manual_seed(seed)
     model = build(name, **config)
@@ -182,14 +236,14 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
     tc.update(train)
     transform = None
     if high > 0:
-        transform = missing.make_train_transform(pattern, (low, high) if high > low else low, base_seed=seed)
-    trainer = Trainer(model, TrainConfig(**tc), callbacks=callbacks, train_transform=transform)
+        transform = missing.make_train_transform(pattern, (low, high) if high > low else low, base_seed=seed,
+                                                 text_bank=p.text_bank)
+    trainer = Trainer(model, TrainConfig(**tc), callbacks=callbacks, train_transform=transform, model_name=name)
     done = out / "done.json"
     if retrain and out.exists():
         shutil.rmtree(out)
     if done.exists():
-        state = torch.load(out / "best.pt", map_location=trainer.device, weights_only=True)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(read_checkpoint(out / "best.pt")["model"])
         info = json.loads(done.read_text())
         trainer.history, trainer.best_epoch = info["history"], info["best_epoch"]
         trainer.epoch = len(trainer.history)
@@ -200,6 +254,89 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
     done.write_text(json.dumps({"history": trainer.history, "best_epoch": trainer.best_epoch}, default=float))
     trainer.cached = False
     return trainer
+
+
+def _fit_job(job: tuple) -> str:
+    """Worker of ``fit_all``: one training in a fresh process (one thread)."""
+    name, p, seed, root, overrides = job
+    torch.set_num_threads(1)
+    fit(name, p, seed, root=root, **overrides)
+    return f"{name} seed {seed}"
+
+
+def fit_all(jobs: list, p: Protocol, root: str = "build/runs", workers: int = 1, progress: bool = True) -> dict:
+    """Train many runs, ``workers`` at a time in separate processes, then load them all.
+
+    jobs: [(label, model name, seed, overrides)], e.g. ("w/o GAN", "dast_gan", 2, {"use_gan": False}).
+    Runs already in the cache are only loaded.  On a 2-core CPU, two one-thread workers finish
+    about twice as fast as one two-thread process: the models are small and their operations too
+    short to keep two threads busy.  Returns {(label, seed): Trainer}.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    data = load(p)
+    todo = []
+    for label, name, seed, overrides in jobs:
+        config, train = model_config(name, data, p, **dict(overrides))
+        if not (run_dir(name, p, seed, config, train, root) / "done.json").exists():
+            todo.append((name, p, seed, root, dict(overrides)))
+    if todo:
+        bar = tqdm(total=len(todo), desc="training runs", disable=not progress)
+        if workers > 1 and len(todo) > 1:
+            with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                for _ in cf.as_completed([pool.submit(_fit_job, j) for j in todo]):
+                    bar.update()
+        else:
+            for name, _, seed, _, overrides in todo:
+                fit(name, p, seed, data=data, root=root, **overrides)
+                bar.update()
+        bar.close()
+    trained_now = {(name, seed, json.dumps(o, sort_keys=True, default=str)) for name, _, seed, _, o in todo}
+    out = {}
+    for label, name, seed, overrides in jobs:
+        t = out[(label, seed)] = fit(name, p, seed, data=data, root=root, **dict(overrides))
+        t.cached = (name, seed, json.dumps(dict(overrides), sort_keys=True, default=str)) not in trained_now
+    return out
+
+
+# The four models every DAST-GAN chapter (02, 03, 04) compares, trained once per seed.
+CORE = {"LF-DNN": ("lf_dnn", {}), "EMT-DLFR": ("emt_dlfr", {}), "DAST-GAN": ("dast_gan", {}),
+        "DAST-GAN w/o GAN": ("dast_gan", {"use_gan": False})}
+CORE_KEYS = {"LF-DNN": "lf_dnn", "EMT-DLFR": "emt_dlfr", "DAST-GAN": "dast_gan", "DAST-GAN w/o GAN": "dast_gan_nogan"}
+
+
+def core_jobs(p: Protocol) -> list:
+    """``fit_all`` jobs for the four core models and every seed of the protocol."""
+    return [(label, name, seed, flags) for label, (name, flags) in CORE.items() for seed in p.seeds]
+
+
+def compare(runs: dict, data: dict, p: Protocol, rates=(0.0, 0.5), pattern: str = "random"):
+    """Test metrics of every run at each missing rate -> long DataFrame
+    (model, seed, rate, mae, corr, acc2_non0, f1_non0, acc7)."""
+    import pandas as pd
+
+    rows = []
+    for (label, seed), trainer in runs.items():
+        for rate in rates:
+            m = evaluate(trainer, data["test"], p, pattern, rate)
+            rows.append({"model": label, "seed": seed, "rate": rate,
+                         **{k: m[k] for k in ("mae", "corr", "acc2_non0", "f1_non0", "acc7")}})
+    return pd.DataFrame(rows)
+
+
+def core_metrics(table, data: dict) -> dict:
+    """The numbers chapters 02-04 all report: const_mae and mae_<model>_r05 (mean over seeds) etc."""
+    out = {"const_mae": const_mae(data), "dataset": data["train"].dataset, "n_train": len(data["train"])}
+    for label, key in CORE_KEYS.items():
+        for rate, tag in ((0.0, "r0"), (0.5, "r05")):
+            sel = table[(table.model == label) & (table.rate == rate)]
+            if len(sel):
+                out[f"mae_{key}_{tag}"] = float(sel.mae.mean())
+                out[f"mae_{key}_{tag}_std"] = float(sel.mae.std(ddof=0))
+    return out
 
 
 def eval_transform(pattern: str = "random", rate: float = 0.0, seed: int = 1000, **kw):
@@ -222,5 +359,6 @@ def const_mae(data: dict) -> float:
     return float(np.abs(y_te - y_tr.mean()).mean())
 
 
-__all__ = ["Protocol", "BOOK_MODELS", "load", "loaders", "fit", "evaluate", "eval_transform",
+__all__ = ["Protocol", "BOOK_MODELS", "CORE", "core_jobs", "compare", "core_metrics", "load", "loaders",
+           "fit", "fit_all", "evaluate", "eval_transform",
            "model_config", "const_mae", "run_dir"]

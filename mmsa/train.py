@@ -1,17 +1,33 @@
-"""One Trainer for every model (SPEC §2).
+"""One Trainer for every model (docs/design.md §2).
 
 The loop is deliberately plain: for each epoch, for each batch, ``out = model(batch)``,
 ``loss = sum(out.losses.values())``, backward, step.  Around it sit the things a real
 experiment needs and nothing more:
 
-* Adam/AdamW with two parameter groups (BERT weights get ``bert_lr``);
+* Adam/AdamW with two parameter groups (BERT weights get ``bert_lr``), and an optional
+  linear learning-rate warm-up over the first ``warmup_steps`` optimiser steps;
 * gradient accumulation and optional gradient clipping;
-* bf16 autocast on CUDA (off on CPU, where it only slows things down);
+* mixed precision on CUDA: bf16 autocast where the GPU supports bf16, else fp16 autocast with
+  a ``torch.amp.GradScaler`` (its state is checkpointed), else fp32; off on CPU, where it only
+  slows things down (``amp_dtype`` forces a choice);
+* no host synchronisation inside the training step: the missing-modality transform runs on
+  the CPU batch before it is moved, the moved batch keeps CPU copies of its lengths (for
+  ``pack_padded_sequence``: ``batch.lengths(m, device="cpu")`` costs no copy), losses are
+  summed on the device and read once per epoch;
+* ``deterministic=True``: deterministic cuBLAS/cuDNN kernels on CUDA;
 * early stopping on a named validation metric, optionally counting only after an epoch
-  (the GAN schedule of DAST-GAN warms up first);
+  (``patience_start_epoch``: the GAN schedule of DAST-GAN warms up first) and optionally
+  choosing the best epoch only after an epoch (``select_after_epoch``);
 * callbacks (``on_fit_start``, ``on_epoch_start``, ``on_batch_end``, ``on_epoch_end``,
   ``state_dict``/``load_state_dict``) -- the GAN's discriminator step is one;
 * tqdm bars, a JSON history, ``best.pt`` + ``last.pt`` checkpoints, exact resume;
+* checkpoints that survive being killed: every file is written to a temporary name, fsync'ed
+  and renamed into place (``os.replace`` is atomic), the previous ``last.pt`` is kept as
+  ``last.prev.pt``, every checkpoint carries a SHA-256 checksum of its contents, and resuming
+  falls back to ``last.prev.pt`` (with a message) when ``last.pt`` is missing, partial or
+  corrupt -- a run killed at any moment loses at most one epoch;
+* checkpoints hold only tensors, numbers, strings and containers, so they load with
+  ``torch.load(..., weights_only=True)`` (no code from the file runs);
 * seeds: every epoch re-seeds torch and the loader's shuffling from ``(seed, epoch)``, so
   a run resumed from ``last.pt`` follows the same path as one never interrupted;
 * ``torch.distributed`` DDP when launched with ``torchrun`` (gloo on CPU, nccl on CUDA).
@@ -20,10 +36,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +51,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+
+try:  # the notebook bar needs ipywidgets; without it tqdm.auto prints an "IProgress not found" warning
+    import ipywidgets  # noqa: F401
+    from tqdm.auto import tqdm
+except ImportError:
+    from tqdm.std import tqdm
 
 from mmsa.types import Batch, ModelOutput
 
@@ -51,10 +74,65 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def available_devices() -> list[str]:
+    """Device names valid on this machine (for error messages)."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
+    """``"auto"`` -> cuda if available else cpu; a device this machine lacks -> ``ValueError``.
+
+    Called by the Trainer before anything is trained, so ``device="cuda"`` on a machine
+    without CUDA fails at once with a message instead of deep inside the first batch.
+    """
+    name = str(device)
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    valid = ", ".join(available_devices())
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; valid devices on this machine: {valid}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available here (this torch "
+                         f"{torch.__version__} build: CUDA {torch.version.cuda or 'none'}); valid devices "
+                         f"on this machine: {valid}")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                         f"valid devices: {valid}")
+    if dev.type == "mps" and "mps" not in available_devices():
+        raise ValueError(f"device {name!r} requested but MPS is not available; valid devices: {valid}")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {name!r}; valid devices on this machine: {valid}")
+    return dev
+
+
+def use_deterministic_algorithms(device: torch.device) -> None:
+    """CUDA: deterministic kernels (warn where none exists) and the fixed cuBLAS workspace they
+    need (``CUBLAS_WORKSPACE_CONFIG``, set if unset; it must be set before cuBLAS first runs).
+    CPU kernels are deterministic already: nothing to do."""
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def amp_dtype(device: torch.device, amp: bool = True, force: Optional[str] = None) -> Optional[torch.dtype]:
+    """The autocast dtype the Trainer uses: None = fp32 (no autocast).
+
+    CUDA: bf16 where ``torch.cuda.is_bf16_supported()``, else fp16 (with a GradScaler); CPU and
+    MPS: fp32.  ``force`` ("bf16"/"fp16"/"fp32") overrides the choice on any device.
+    """
+    if force is not None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[force]
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 # --------------------------------------------------------------------------- config
@@ -69,11 +147,23 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" | "adamw"
     grad_accum: int = 1
     clip_grad: Optional[float] = None
-    amp: bool = True  # bf16 autocast, CUDA only
+    amp: bool = True  # mixed precision on CUDA: bf16 where supported, else fp16 + GradScaler
+    amp_dtype: Optional[str] = None  # force "bf16" | "fp16" | "fp32" (any device); None = automatic
+    deterministic: bool = False  # CUDA: deterministic algorithms + CUBLAS_WORKSPACE_CONFIG
     monitor: str = "mae"  # validation metric for early stopping and model selection
     mode: str = "min"  # "min" | "max"
     patience: int = 8
     patience_start_epoch: int = 0  # epochs <= this never count towards patience
+    # Epochs <= select_after_epoch are never chosen as the best epoch: model selection and
+    # early stopping ignore them.  During a warm-up (of the learning rate, or of a GAN's
+    # adversarial weight) the validation score of an early epoch can look good for the wrong
+    # reason -- e.g. the adversarial term is still off -- and restoring those weights would
+    # discard the part of training the experiment is about.
+    select_after_epoch: int = 0
+    # Linear learning-rate warm-up over the first ``warmup_steps`` *optimiser* steps (with
+    # gradient accumulation one step = ``grad_accum`` batches): the lr of every parameter
+    # group rises from lr/(warmup_steps+1) to lr (torch.optim.lr_scheduler.LinearLR).
+    warmup_steps: int = 0
     seed: int = 1
     device: str = "auto"
     out_dir: Optional[str] = None  # checkpoints + history.json when set
@@ -91,6 +181,12 @@ class TrainConfig:
             raise ValueError(f"task must be 'regression' or 'classification', got {self.task!r}")
         if self.grad_accum < 1:
             raise ValueError("grad_accum must be >= 1")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.select_after_epoch < 0:
+            raise ValueError(f"select_after_epoch must be >= 0, got {self.select_after_epoch}")
+        if self.amp_dtype not in (None, "bf16", "fp16", "fp32"):
+            raise ValueError(f"amp_dtype must be None, 'bf16', 'fp16' or 'fp32', got {self.amp_dtype!r}")
 
 
 def train_config(**overrides) -> TrainConfig:
@@ -141,10 +237,103 @@ def _to_numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy()
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], previous: Optional[Path] = None) -> None:
+    """``write(f)`` into ``path.tmp``, fsync, then rename over ``path`` (atomic).
+
+    With ``previous``, the old ``path`` is first renamed to ``previous``: at every moment either
+    ``path`` or ``previous`` is a complete file (a kill between the two renames leaves only
+    ``previous``, which ``load_checkpoint`` falls back to).
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    if previous is not None and path.exists():
+        os.replace(path, previous)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _atomic_save(obj: Any, path: Path, previous: Optional[Path] = None) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f), previous)
+
+
+def _plain(x: Any) -> Any:
+    """Numpy scalars/arrays and paths -> python numbers, tensors, str (what weights_only loads)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_plain(v) for v in x)
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x.copy())
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    return x
+
+
+def checksum(obj: Any) -> str:
+    """SHA-256 over a checkpoint's contents (tensor bytes, dtypes, shapes, keys and values)."""
+    h = hashlib.sha256()
+
+    def visit(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for k, v in x.items():
+                h.update(repr(k).encode())
+                visit(v)
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[" if isinstance(x, list) else b"(")
+            for v in x:
+                visit(v)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    visit(obj)
+    return h.hexdigest()
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """``last.pt`` -> ``last.prev.pt``: the checkpoint kept from the epoch before."""
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a Trainer checkpoint with ``weights_only=True`` and verify its checksum.
+
+    Raises on a missing, partial or corrupt file (the message says which).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not an mmsa checkpoint (no 'model' entry)")
+    expected = state.pop("checksum", None)
+    if expected is not None and checksum(state) != expected:
+        raise ValueError(f"{path} is corrupt: its contents do not match the checksum written with it")
+    return state
 
 
 # --------------------------------------------------------------------------- trainer
@@ -160,19 +349,29 @@ class Trainer:
         callbacks: Sequence[Any] = (),
         train_transform: Optional[Callable[[Batch, int, int], Batch]] = None,
         eval_transform: Optional[Callable[[Batch, int], Batch]] = None,
+        model_name: Optional[str] = None,
     ):
+        """``model_name`` (the registry name) is stored in checkpoints with the model's resolved
+        config (``model.cfg``), so ``load_trained(path)`` can rebuild the model."""
         self.config = config or TrainConfig()
         self.device = resolve_device(self.config.device)
+        self.model_name = model_name
         self.distributed = maybe_init_distributed(self.device)
         if self.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(self.device)
+        if self.config.deterministic:
+            use_deterministic_algorithms(self.device)
         seed_everything(self.config.seed)
         self.model = model.to(self.device)
+        self.amp_dtype = amp_dtype(self.device, self.config.amp, self.config.amp_dtype)
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (scaler disabled)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.callbacks = list(callbacks)
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.optimizer = self._make_optimizer()
+        self.scheduler = self._make_scheduler()
         self.epoch = 0
         self.history: list[dict] = []
         self.best_score: Optional[float] = None
@@ -195,11 +394,23 @@ class Trainer:
         if not any(g["params"] for g in groups):
             raise ValueError("the model has no trainable parameters")
         cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
-        return cls(groups, lr=c.lr)
+        params = [p for g in groups for p in g["params"]]
+        # one fused kernel for all parameters on CUDA; the multi-tensor (foreach) path elsewhere
+        if self.device.type == "cuda" and all(p.is_cuda and p.is_floating_point() for p in params):
+            return cls(groups, lr=c.lr, fused=True)
+        return cls(groups, lr=c.lr, foreach=True)
+
+    def _make_scheduler(self):
+        """Linear warm-up, stepped once per optimiser step (None when ``warmup_steps == 0``)."""
+        w = self.config.warmup_steps
+        if w == 0:
+            return None
+        return torch.optim.lr_scheduler.LinearLR(
+            self.optimizer, start_factor=1.0 / (w + 1), end_factor=1.0, total_iters=w)
 
     def autocast(self):
-        if self.config.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp_dtype is not None:
+            return torch.autocast(self.device.type, dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
     def _call(self, name: str, *args) -> None:
@@ -251,20 +462,24 @@ class Trainer:
         bar = tqdm(loader, total=total, desc=f"epoch {epoch}", leave=False,
                    disable=not c.progress or _rank() != 0)
         for step, batch in enumerate(bar):
-            batch = batch.to(self.device, non_blocking=True)
-            if self.train_transform is not None:
+            if self.train_transform is not None:  # on the CPU batch: no device round trips
                 batch = self.train_transform(batch, epoch, step)
+            batch = batch.to(self.device, non_blocking=True)
             with self.autocast():
                 out: ModelOutput = self.forward_model(batch)
                 loss = out.loss
-            (loss / c.grad_accum).backward()
+            self.scaler.scale(loss / c.grad_accum).backward()
             last = total is not None and step + 1 == total
             if (step + 1) % c.grad_accum == 0 or last:
                 if c.clip_grad:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients
                     torch.nn.utils.clip_grad_norm_(
                         [p for g in self.optimizer.param_groups for p in g["params"]], c.clip_grad
                     )
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)  # = optimizer.step() unless fp16 found inf/NaN
+                self.scaler.update()
+                if self.scheduler is not None:
+                    self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             self._call("on_batch_end", batch, out)
             # accumulate on device: no host sync inside the loop
@@ -272,8 +487,8 @@ class Trainer:
             for k, v in out.losses.items():
                 sums[k] = sums.get(k, 0) + v.detach().float()
             n_batches += 1
-            if self.device.type == "cpu" and c.progress:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if c.progress and self.device.type == "cpu" and step % 25 == 0:  # no GPU sync for the bar
+                bar.set_postfix(loss=f"{float(loss):.4f}")
         if n_batches == 0:
             raise ValueError("the training loader yielded no batches (empty split or batch_size > size with drop_last)")
         return {f"train_{k}": float(v) / n_batches for k, v in sums.items()}
@@ -311,7 +526,9 @@ class Trainer:
                         f"monitor metric {c.monitor!r} not among validation metrics "
                         f"{sorted(k[6:] for k in logs if k.startswith('valid_'))}"
                     )
-                if self._better(score):
+                if epoch <= c.select_after_epoch:
+                    pass  # a warm-up epoch: neither a candidate for "best" nor a bad epoch
+                elif self._better(score):
                     self.best_score, self.best_epoch = score, epoch
                     self.best_metrics = {k[6:]: v for k, v in logs.items() if k.startswith("valid_")}
                     self.bad_epochs = 0
@@ -338,13 +555,19 @@ class Trainer:
     def _save_best(self) -> None:
         self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.out_dir is not None:
-            _atomic_save({"model": self._best_state, "epoch": self.epoch, "metrics": self.best_metrics},
-                         self.out_dir / "best.pt")
+            state = _plain({"model": self._best_state, "epoch": self.epoch, "metrics": self.best_metrics,
+                            "model_name": self.model_name, "model_config": self.model_config()})
+            state["checksum"] = checksum(state)
+            _atomic_save(state, self.out_dir / "best.pt")
 
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "model_name": self.model_name,
+            "model_config": self.model_config(),
             "epoch": self.epoch,
             "history": self.history,
             "best_score": self.best_score,
@@ -356,21 +579,58 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
         }
 
+    def model_config(self) -> Optional[dict]:
+        """The model's resolved dataclass config as a dict (None if it has none)."""
+        cfg = getattr(self.model, "cfg", None)
+        return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else None
+
     def save_checkpoint(self) -> None:
-        """Write ``last.pt`` (everything needed to resume) and ``history.json``."""
+        """Write ``last.pt`` (everything needed to resume; the old one becomes ``last.prev.pt``)
+        and ``history.json``, each atomically."""
         if self.out_dir is None:
             return
-        _atomic_save(self.state_dict(), self.out_dir / "last.pt")
-        with open(self.out_dir / "history.json", "w") as f:
-            json.dump(self.history, f, indent=1, default=float)
+        state = _plain(self.state_dict())
+        state["checksum"] = checksum(state)
+        last = self.out_dir / "last.pt"
+        _atomic_save(state, last, previous=previous_checkpoint(last))
+        text = json.dumps(self.history, indent=1, default=float).encode()
+        _atomic_write(self.out_dir / "history.json", lambda f: f.write(text))
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
-        path = Path(path) if path else (self.out_dir / "last.pt" if self.out_dir else None)
-        if path is None or not path.exists():
-            raise FileNotFoundError(f"no checkpoint to resume from at {path} (set TrainConfig.out_dir)")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Restore everything from ``path`` (default ``out_dir/last.pt``) to continue training.
+
+        When that file is missing, partial or corrupt, ``last.prev.pt`` beside it is used and a
+        message says so; if neither is usable the error lists what was wrong with each.
+        """
+        if path is None and self.out_dir is None:
+            raise FileNotFoundError("no checkpoint to resume from: set TrainConfig.out_dir (CLI: --out)")
+        path = Path(path) if path else self.out_dir / "last.pt"
+        problems, state = [], None
+        for candidate in (path, previous_checkpoint(path)):
+            if not candidate.exists():
+                problems.append(f"{candidate}: missing")
+                continue
+            try:
+                state = read_checkpoint(candidate)
+            except Exception as err:  # partial zip, bit rot, not a checkpoint, unsafe content
+                problems.append(f"{candidate}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+                continue
+            break
+        if state is None:
+            if all(p.endswith(": missing") for p in problems):
+                raise FileNotFoundError(f"no checkpoint to resume from ({'; '.join(problems)})")
+            raise RuntimeError("no usable checkpoint to resume from: " + "; ".join(problems))
+        if _rank() == 0:
+            if problems:
+                print(f"[mmsa.train] {problems[0]} -- using the previous checkpoint {candidate} instead",
+                      file=sys.stderr)
+            print(f"[mmsa.train] resuming from {candidate} (epoch {state['epoch']} done)", file=sys.stderr)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]
         self.history = state["history"]
         self.best_score = state["best_score"]
@@ -393,9 +653,9 @@ class Trainer:
         batches = []
         n = 0
         for i, batch in enumerate(loader):
-            batch = batch.to(self.device)
-            if transform is not None:
+            if transform is not None:  # on the CPU batch, before the move (as in training)
                 batch = transform(batch, i)
+            batch = batch.to(self.device, non_blocking=True)
             with self.autocast():
                 out = self.model(batch)
             preds.append(_to_numpy(out.pred))
@@ -435,6 +695,25 @@ class Trainer:
             m = metrics.regression_metrics(res["pred"], res["label"], self.config.metric_dataset)
         m.update(res["losses"])
         return {k: float(v) for k, v in m.items()}
+
+
+def load_trained(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """Rebuild a model from a checkpoint (``best.pt`` or ``last.pt``) that stores its name and
+    config (``Trainer(..., model_name=...)``, as ``mmsa train`` does) and load its weights.
+
+    Reads with ``weights_only=True`` and checks the checksum; the model is in eval mode.
+    """
+    from mmsa import models
+
+    state = read_checkpoint(path)
+    name, cfg = state.get("model_name"), state.get("model_config")
+    if not name or cfg is None:
+        raise ValueError(f"{path} does not record the model name and config (train with "
+                         f"Trainer(..., model_name=...) or `mmsa train`); build the model yourself and "
+                         f"load_state_dict(read_checkpoint(path)['model'])")
+    model = models.build(name, **cfg)
+    model.load_state_dict(state["model"])
+    return model.to(resolve_device(device)).eval()
 
 
 def fit_and_test(model, train_loader, valid_loader, test_loader, config: TrainConfig, **kw) -> tuple[Trainer, dict]:

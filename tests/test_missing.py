@@ -174,3 +174,33 @@ def test_auilc_hand_example():
     assert missing.auilc([1.0, 0.0, 0.5], [0.2, 0.8, 0.6]) == pytest.approx(0.55)  # order-free
     with pytest.raises(ValueError):
         missing.auilc([0.0], [1.0])
+
+
+def test_text_bank_draws_each_clips_words_from_k_fixed_masks_and_keeps_audio_fresh():
+    from mmsa.types import Batch
+
+    g = torch.Generator().manual_seed(0)
+    B, L, T = 6, 12, 9
+    ids = torch.randint(1000, 2000, (B, L), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102
+    batch = Batch(audio=torch.randn(B, T, 2, generator=g) + 5, vision=torch.randn(B, T, 2, generator=g) + 5,
+                  label=torch.zeros(B), text_ids=ids, text_mask=torch.ones(B, L, dtype=torch.long),
+                  ids=[f"clip{i}" for i in range(B)])
+    tf = missing.make_train_transform("random", (0.2, 0.6), base_seed=3, text_bank=2)
+    seen_text, seen_audio = set(), set()
+    for step in range(40):
+        out = tf(batch, 1, step)
+        assert out.full is batch
+        seen_text.add(out.text_ids[0].numpy().tobytes())
+        seen_audio.add((out.audio[0] == 0).numpy().tobytes())
+        # text dropped only inside the sentence, as apply() does
+        assert torch.equal(out.text_ids[:, 0], ids[:, 0]) and torch.equal(out.text_ids[:, -1], ids[:, -1])
+    assert len(seen_text) <= 2            # clip 0's words: one of its 2 fixed masks
+    assert len(seen_audio) > 10           # audio: fresh masks
+    # the bank depends on the clip id, not on the clip's position in the batch
+    perm = [1, 0, 2, 3, 4, 5]
+    swapped = batch.replace(text_ids=ids[perm], audio=batch.audio[perm], vision=batch.vision[perm],
+                            ids=[batch.ids[i] for i in perm])
+    bank0 = {tf(batch, 2, s).text_ids[0].numpy().tobytes() for s in range(30)}
+    bank0_moved = {tf(swapped, 2, s).text_ids[1].numpy().tobytes() for s in range(30)}
+    assert bank0 == bank0_moved

@@ -1,5 +1,7 @@
 """Trainer: learning, determinism, exact resume, early stopping, callbacks, param groups, errors."""
 import json
+import math
+import os
 
 import pytest
 import torch
@@ -164,3 +166,214 @@ def test_batch_of_size_one(data):
     t = Trainer(model(), cfg(epochs=1))
     t.fit(loader(tr, bs=1), loader(va, bs=1))
     assert "mae" in t.evaluate(loader(va, bs=1))
+
+
+def _reference_lrs(lr, warmup, n_steps):
+    """What LinearLR says after k = 0..n_steps optimiser steps."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=lr)
+    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup + 1), end_factor=1.0,
+                                              total_iters=warmup)
+    out = [opt.param_groups[0]["lr"]]
+    for _ in range(n_steps):
+        opt.step()
+        sched.step()
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+class LrSpy:
+    """Records the lr after every batch (after the optimiser step, if one happened)."""
+
+    def __init__(self):
+        self.lrs = []
+
+    def on_batch_end(self, trainer, batch, out):
+        self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+
+def test_warmup_counts_optimiser_steps_with_grad_accum(data):
+    tr, va, _ = data
+    spy = LrSpy()
+    # 96 samples / 16 = 6 batches per epoch; grad_accum=2 -> 3 optimiser steps per epoch
+    t = Trainer(model(), cfg(epochs=3, lr=1e-2, warmup_steps=5, grad_accum=2), callbacks=[spy])
+    assert t.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 / 6)  # before any step
+    t.fit(loader(tr, True), loader(va))
+    ref = _reference_lrs(1e-2, 5, 9)
+    # after batch b (1-based), b // 2 optimiser steps have been taken
+    assert spy.lrs == [ref[b // 2] for b in range(1, 19)]
+    assert spy.lrs[-1] == pytest.approx(1e-2)  # warm-up over after 5 steps
+    assert ref[1] == pytest.approx(1e-2 * (1 / 6 + 5 / 6 / 5))  # the linear ramp itself
+    assert t.scheduler.last_epoch == 9
+
+
+def test_warmup_state_survives_resume(data, tmp_path):
+    tr, va, te = data
+    kw = dict(lr=1e-2, warmup_steps=8, grad_accum=2)
+    spy_full = LrSpy()
+    full = Trainer(model(), cfg(epochs=4, out_dir=str(tmp_path / "full"), **kw), callbacks=[spy_full])
+    full.fit(loader(tr, True), loader(va))
+    part = Trainer(model(), cfg(epochs=1, out_dir=str(tmp_path / "part"), **kw))
+    part.fit(loader(tr, True), loader(va))  # stops mid-warm-up (3 of 8 steps)
+    spy = LrSpy()
+    resumed = Trainer(model(), cfg(epochs=4, out_dir=str(tmp_path / "part"), **kw), callbacks=[spy])
+    resumed.fit(loader(tr, True), loader(va), resume=True)
+    assert spy.lrs == spy_full.lrs[6:]
+    assert resumed.scheduler.state_dict() == full.scheduler.state_dict()
+    assert resumed.evaluate(loader(te)) == full.evaluate(loader(te))
+
+
+def test_select_after_epoch_ignores_warmup_epochs(data):
+    tr, va, _ = data
+    # lr ~ 0: every epoch scores the same, so the first eligible epoch is the best
+    t = Trainer(model(), cfg(epochs=50, lr=1e-12, patience=2, select_after_epoch=3))
+    hist = t.fit(loader(tr), loader(va))
+    assert t.best_epoch == 4 and len(hist) == 6  # 1-3 ignored, best 4, bad 5 and 6
+    assert [h["best_epoch"] for h in hist] == [0, 0, 0, 4, 4, 4]
+    # the best epoch of a run whose early epochs are best lies after the warm-up
+    t = Trainer(model(), cfg(epochs=5, lr=1e-2, select_after_epoch=2))
+    t.fit(loader(tr, True), loader(va))
+    assert t.best_epoch >= 3
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(warmup_steps=-1)
+
+
+# ------------------------------------------------------------------ devices, precision, host syncs
+def test_device_errors_before_training():
+    from mmsa.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"unknown device 'gpu'; valid devices on this machine: auto, cpu"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device 'cuda' requested but CUDA is not available"):
+            Trainer(model(), cfg(device="cuda"))  # fails in the constructor, not in the first batch
+
+
+def test_amp_dtype_choice(monkeypatch):
+    from mmsa.train import amp_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert amp_dtype(cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert amp_dtype(cuda) == torch.float16  # e.g. a V100 / T4: fp16 with loss scaling
+    assert amp_dtype(cuda, amp=False) is None and amp_dtype(cpu) is None
+    assert amp_dtype(cpu, force="fp16") == torch.float16 and amp_dtype(cuda, force="fp32") is None
+    with pytest.raises(ValueError, match="amp_dtype"):
+        TrainConfig(amp_dtype="half")
+    t = Trainer(model(), cfg())
+    assert t.amp_dtype is None and not t.scaler.is_enabled()  # CPU default: fp32, no scaler
+
+
+def test_fp16_grad_scaler_state_is_checkpointed(data, tmp_path):
+    """The fp16 path (autocast + GradScaler + unscale before clipping), run on the CPU."""
+    tr, va, te = data
+    kw = dict(amp_dtype="fp16", clip_grad=1.0, lr=1e-2)
+    full = Trainer(model(), cfg(epochs=3, **kw))
+    assert full.amp_dtype == torch.float16 and full.scaler.is_enabled()
+    hist = full.fit(loader(tr, True), loader(va))
+    assert all(math.isfinite(h["train_loss"]) for h in hist) and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    part = Trainer(model(), cfg(epochs=1, out_dir=str(tmp_path), **kw))
+    part.fit(loader(tr, True), loader(va))
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["scaler"]
+    assert saved["scale"] == part.scaler.get_scale() and "_growth_tracker" in saved
+    resumed = Trainer(model(), cfg(epochs=3, out_dir=str(tmp_path), **kw))
+    resumed.fit(loader(tr, True), loader(va), resume=True)
+    assert resumed.scaler.state_dict() == full.scaler.state_dict()
+    assert resumed.evaluate(loader(te)) == full.evaluate(loader(te))
+
+
+def test_deterministic_settings(monkeypatch):
+    from mmsa import train as train_mod
+
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    train_mod.use_deterministic_algorithms(torch.device("cpu"))
+    assert calls == [] and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    train_mod.use_deterministic_algorithms(torch.device("cuda"))
+    assert calls == [((True,), {"warn_only": True})] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own setting is kept
+    train_mod.use_deterministic_algorithms(torch.device("cuda"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_transform_runs_on_the_cpu_batch_before_the_move(data, monkeypatch):
+    tr, va, _ = data
+    log = []
+    real_to = Batch.to
+
+    def spy_to(self, device, non_blocking=False):
+        log.append("to")
+        return real_to(self, device, non_blocking)
+
+    def transform(batch, *args):
+        log.append("transform")
+        return batch
+
+    monkeypatch.setattr(Batch, "to", spy_to)
+    t = Trainer(model(), cfg(epochs=1), train_transform=transform, eval_transform=transform)
+    t.fit(loader(tr, bs=48), loader(va, bs=48))
+    assert log == ["transform", "to"] * 3  # 2 training batches, 1 validation batch
+
+
+def test_batch_to_keeps_cpu_lengths():
+    B = 3
+    b = Batch(audio=torch.zeros(B, 5, 2), vision=torch.zeros(B, 4, 2), label=torch.zeros(B),
+              audio_lengths=torch.tensor([5, 2, 1]), vision_lengths=torch.tensor([4, 4, 1]),
+              text_mask=torch.ones(B, 6, dtype=torch.long), text=torch.zeros(B, 6, 2))
+    moved = b.to("meta")  # stands in for a GPU: tensors move, their values are not readable
+    assert moved.audio_lengths.device.type == "meta"
+    cpu = moved.lengths("audio", device="cpu")
+    assert cpu is b.audio_lengths and cpu.tolist() == [5, 2, 1]  # the original: no device->host copy
+    changed = moved.replace(audio_lengths=torch.tensor([1, 1, 1]))  # a stale copy is never returned
+    assert changed.lengths("audio", device="cpu").tolist() == [1, 1, 1]
+    assert b.lengths("vision", device="cpu") is b.vision_lengths
+    assert b.to("cpu").host_lengths == {}  # nothing moved, nothing kept
+
+
+def test_foreach_adam_on_cpu_and_checkpoint_loads_weights_only(data, tmp_path):
+    tr, va, _ = data
+    t = Trainer(model(), cfg(epochs=1, out_dir=str(tmp_path)), model_name="lf_dnn")
+    assert t.optimizer.defaults["foreach"] is True and not t.optimizer.defaults.get("fused")
+    t.fit(loader(tr), loader(va))
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["model_name"] == "lf_dnn" and last["model_config"]["hidden_text"] == 16
+    assert last["config"]["epochs"] == 1 and isinstance(last["history"][0]["train_loss"], float)
+
+
+def test_callback_state_with_tuples_and_numpy_loads_weights_only(data, tmp_path):
+    import numpy as np
+
+    from mmsa.models.dast_gan import GANSchedule
+
+    class NumpyState:
+        def state_dict(self):
+            return {"betas": (0.5, 0.9), "count": np.int64(3), "mean": np.float32(0.25), "arr": np.arange(3)}
+
+    tr, va, _ = data
+    gan = GANSchedule(warmup=1, ramp=2)  # its state holds betas tuples and an Adam state dict
+    m = model()
+    m.discriminator = torch.nn.Linear(4, 1)
+    t = Trainer(m, cfg(epochs=1, out_dir=str(tmp_path)), callbacks=[NumpyState(), gan])
+    t.fit(loader(tr), loader(va))
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["callbacks"][0]["betas"] == (0.5, 0.9) and state["callbacks"][0]["count"] == 3
+    assert state["callbacks"][0]["arr"].tolist() == [0, 1, 2]
+    assert state["callbacks"][1]["warmup"] == 1 and state["callbacks"][1]["betas"] == (0.5, 0.999)
+    assert state["callbacks"][1]["optimizer"]["param_groups"][0]["betas"] == (0.5, 0.999)
+
+
+def test_progress_bar_module():
+    from mmsa import train as train_mod
+
+    try:
+        import ipywidgets  # noqa: F401
+        expected = "tqdm.auto"
+    except ImportError:
+        expected = "tqdm.std"  # tqdm.auto would warn "IProgress not found" in notebooks
+    assert train_mod.tqdm.__module__.startswith(expected.split(".")[0])
+    if expected == "tqdm.std":
+        from tqdm.std import tqdm as std_tqdm
+        assert train_mod.tqdm is std_tqdm

@@ -27,12 +27,23 @@ key                        shape         meaning
 ``truth_conflict``         (N,)          SynthMSA ground truth: one modality contradicts
 =========================  ============  ===================================================
 
-``load_features`` checks all of this (keys, shapes against the ``DATASETS`` table, label
-range), repairs non-finite values (MOSEI's audio holds -inf) and reports what it repaired,
-and returns one ``MSASplit`` (a ``torch.utils.data.Dataset``) per split.
+``load_features`` checks all of this (keys, dtypes, shapes against the ``DATASETS`` table,
+label range and finiteness, token ids inside the tokenizer's vocabulary, lengths), repairs what
+can be repaired without guessing (non-finite feature values -- MOSEI's audio holds -inf --,
+lengths of 0 or beyond the padded size, an empty attention mask) and reports every repair with a
+count; anything else is a ``FeatureFileError`` (a ``ValueError``) naming the file, split, key
+and what was expected.  It returns one ``MSASplit`` (a ``torch.utils.data.Dataset``) per split.
+
+**Safe loading.**  Unpickling a file can run any code the file carries, and feature files
+are downloaded from third parties.  ``safe_load`` therefore reads them with a restricted
+unpickler that resolves only the globals a feature file needs (``SAFE_GLOBALS``: numpy arrays,
+dtypes and scalars -- under numpy 1.x's ``numpy.core`` and 2.x's ``numpy._core`` names -- and
+plain Python containers, strings and numbers); any other global is refused with an
+``UnsafePickleError`` naming the file and the refused ``module.name``, before it is called.
 """
 from __future__ import annotations
 
+import numbers
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +80,9 @@ class DatasetSpec:
     folder: str = ""
     sizes: Optional[tuple] = None  # published train/valid/test sizes (informative only)
     num_classes: Optional[int] = None
+    # token ids in text_bert must lie in [0, vocab_size): bert-base-uncased (English) and
+    # MiniLM share a 30522-token vocabulary, bert-base-chinese (SIMS) has 21128 tokens
+    vocab_size: Optional[int] = 30522
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -77,15 +91,87 @@ DATASETS: dict[str, DatasetSpec] = {
     "mosei": DatasetSpec("mosei", (768, 74, 35), (50, 500, 500), (-3.0, 3.0),
                          folder="MOSEI", sizes=(16326, 1871, 4659)),
     "sims": DatasetSpec("sims", (768, 33, 709), (39, 400, 55), (-1.0, 1.0),
-                        filename="unaligned_39.pkl", folder="SIMS", sizes=(1368, 456, 457)),
+                        filename="unaligned_39.pkl", folder="SIMS", sizes=(1368, 456, 457),
+                        vocab_size=21128),
+    # SynthMSA: sizes read from the file; any tokenizer (``make_synthetic(text_model=...)``)
     "synth_mosi": DatasetSpec("synth_mosi", (None, None, None), (None, None, None), (-3.0, 3.0),
-                              filename="synth_mosi.pkl", folder="synth"),
+                              filename="synth_mosi.pkl", folder="synth", vocab_size=None),
     "synth_sims": DatasetSpec("synth_sims", (None, None, None), (None, None, None), (-1.0, 1.0),
-                              filename="synth_sims.pkl", folder="synth"),
+                              filename="synth_sims.pkl", folder="synth", vocab_size=None),
     "synth3": DatasetSpec("synth3", (None, None, None), (None, None, 49), (-3.0, 3.0),
                           task="classification", filename="synth3.pkl", folder="synth",
-                          num_classes=3),
+                          num_classes=3, vocab_size=None),  # any tokenizer (mmsa.data.extract)
 }
+
+
+class FeatureFileError(ValueError):
+    """A feature file that cannot be used as it is; the message names file, split, key, expectation."""
+
+
+class FeatureKeyError(FeatureFileError, KeyError):
+    """A required split or key is missing (also a ``KeyError``)."""
+
+    __str__ = ValueError.__str__  # KeyError would print the message with quotes around it
+
+
+class UnsafePickleError(FeatureFileError, pickle.UnpicklingError):
+    """The pickle asks for a global outside ``SAFE_GLOBALS`` (it could run code): refused."""
+
+
+_BUILTINS = ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray",
+             "int", "float", "bool", "complex")
+_NUMPY_HELPERS = (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+SAFE_GLOBALS = frozenset(
+    {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("collections", "OrderedDict")}
+    | {(mod, name) for mod in ("builtins", "__builtin__") for name in _BUILTINS}
+    | {(f"numpy.{core}.{mod}", name) for core in ("core", "_core") for mod, name in _NUMPY_HELPERS}
+)
+"""``(module, name)`` pairs a feature pickle may refer to.  ``_codecs.encode`` is how pickle
+protocols 0-2 store ``bytes`` (numpy's array buffers); ``numpy.core.*`` is numpy 1.x's name of
+the module numpy 2.x calls ``numpy._core`` (both are accepted, mapped to the installed one)."""
+
+_INSTALLED_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only ``SAFE_GLOBALS`` (no code from the file runs)."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in SAFE_GLOBALS:
+            raise UnsafePickleError(f"{module}.{name}")
+        for core in ("numpy.core.", "numpy._core."):
+            if module.startswith(core):
+                module = _INSTALLED_CORE + "." + module[len(core):]
+        return super().find_class(module, name)
+
+
+def safe_load(path) -> object:
+    """Unpickle ``path`` with ``SafeUnpickler``; every failure is a ``FeatureFileError`` naming it.
+
+    A refused global -> ``UnsafePickleError``; a truncated, empty or non-pickle file -> a
+    ``FeatureFileError`` saying so (re-download the file).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return SafeUnpickler(f).load()
+    except UnsafePickleError as err:
+        allowed = sorted({f"{m}.{n}" for m, n in SAFE_GLOBALS if m not in ("__builtin__",)})
+        raise UnsafePickleError(
+            f"{path}: refused to unpickle {err.args[0]!r}. A feature file may hold only numpy arrays, "
+            f"dtypes and scalars and plain Python values (allowed globals: {', '.join(allowed)}); "
+            f"anything else could run code when loaded. If you wrote this file yourself, save its "
+            f"contents as plain numpy arrays and dicts."
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as err:
+        size = path.stat().st_size if path.exists() else 0
+        hint = "it is empty" if size == 0 else f"{size} bytes"
+        raise FeatureFileError(
+            f"{path} cannot be read as a feature pickle ({type(err).__name__}: {err}; {hint}). The file "
+            f"is truncated (an interrupted download or copy?) or is not an MMSA feature pickle; "
+            f"download it again (see data/README.md)."
+        ) from None
 
 
 def _spec(dataset: str) -> DatasetSpec:
@@ -177,20 +263,48 @@ class MSASplit(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------- validation
-def _as_array(split: dict, key: str, where: str, dtype=None) -> np.ndarray:
+def _numeric(raw: dict, key: str, where: str, expected: str) -> np.ndarray:
+    """``raw[key]`` as a numeric numpy array, or a ``FeatureFileError`` saying what is wrong."""
     try:
-        arr = np.asarray(split[key]) if dtype is None else np.asarray(split[key], dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: key {key!r} cannot be read as a numeric array ({err})") from err
+        arr = np.asarray(raw[key])
+    except (ValueError, TypeError) as err:  # nested lists of different lengths
+        raise FeatureFileError(f"{where}: {key!r} cannot be read as one array ({err}); "
+                               f"expected {expected}") from None
+    if arr.dtype == object:  # numbers stored as objects are fine; arrays inside (ragged rows) are not
+        odd = sorted({type(x).__name__ for x in arr.reshape(-1) if not isinstance(x, numbers.Real)})
+        if odd:
+            raise FeatureFileError(f"{where}: {key!r} is an object array holding {odd} (ragged rows or "
+                                   f"non-numbers); expected {expected}")
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind not in "biuf":
+        raise FeatureFileError(f"{where}: {key!r} has dtype {arr.dtype}; expected {expected}")
     return arr
 
 
-def _check_shape(arr: np.ndarray, expected: tuple, key: str, where: str) -> None:
+def _check_shape(arr: np.ndarray, expected: tuple, key: str, where: str, dataset: str) -> None:
     ok = arr.ndim == len(expected) and all(e is None or e == g for e, g in zip(expected, arr.shape))
     if not ok:
         exp = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
-        raise ValueError(f"{where}: {key!r} has shape {tuple(arr.shape)}, expected {exp} "
-                         f"(N, ...) for this dataset")
+        if arr.ndim != len(expected):
+            why = f"rank {arr.ndim} instead of {len(expected)}"
+        elif arr.shape[0] != expected[0]:
+            why = f"{arr.shape[0]} samples, but 'regression_labels' has N={expected[0]}"
+        else:
+            why = f"the sizes of {dataset} are fixed" if dataset in ("mosi", "mosei", "sims") \
+                else "the sizes must agree across keys"
+        raise FeatureFileError(f"{where}: {key!r} has shape {tuple(arr.shape)}, expected {exp} "
+                               f"({why}; is this the right dataset?)")
+
+
+def _vector(raw: dict, key: str, where: str, N: Optional[int]) -> np.ndarray:
+    """A per-sample vector: shape (N,) or (N, 1) accepted, returned as (N,)."""
+    arr = _numeric(raw, key, where, "one number per sample, shape (N,)")
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1 or (N is not None and arr.shape[0] != N):
+        raise FeatureFileError(f"{where}: {key!r} has shape {tuple(arr.shape)}, expected "
+                               f"({'N' if N is None else N},) -- one value per sample")
+    return arr
 
 
 def _repair(arr: np.ndarray, what: str, repaired: dict) -> np.ndarray:
@@ -203,75 +317,104 @@ def _repair(arr: np.ndarray, what: str, repaired: dict) -> np.ndarray:
 
 
 def _validate_split(raw: dict, spec: DatasetSpec, name: str, path: Path) -> tuple[dict, dict]:
+    """Check one split; returns (arrays, {what: count repaired}) or raises ``FeatureFileError``.
+
+    Errors: a non-dict split, missing keys, non-numeric or ragged arrays, wrong ranks or sizes,
+    N that differs between keys, an empty split, zero-length sequence axes, non-integer token
+    ids, ids outside the vocabulary, a mask that is not 0/1, NaN/inf or out-of-range labels,
+    class indices outside 0..C-1, id/raw_text counts that differ from N.
+    Repairs (counted): non-finite feature values -> 0; audio/vision lengths that are NaN,
+    < 1, > T or fractional -> clipped into 1..T; an all-zero text mask -> first token valid.
+    """
     where = f"{path} [{name}]"
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: a split must be a dict of arrays, got {type(raw).__name__}")
+        raise FeatureFileError(f"{where}: a split must be a dict of arrays, got {type(raw).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in raw]
     if spec.task == "classification" and "classification_labels" not in raw:
         missing.append("classification_labels")
     if missing:
-        raise KeyError(f"{where}: missing key(s) {missing}; an MMSA feature split needs the keys "
-                       f"{list(REQUIRED_KEYS)}" + (" and 'classification_labels'"
-                                                   if spec.task == "classification" else "")
-                       + f" (got {sorted(raw)})")
+        raise FeatureKeyError(f"{where}: missing key(s) {missing}; an MMSA feature split needs the keys "
+                              f"{list(REQUIRED_KEYS)}" + (" and 'classification_labels'"
+                                                          if spec.task == "classification" else "")
+                              + f" (got {sorted(map(str, raw))})")
     out: dict = {}
     repaired: dict = {}
-    labels = _as_array(raw, "regression_labels", where, np.float32).reshape(-1)
+    labels = _vector(raw, "regression_labels", where, None)
     N = labels.shape[0]
     if N == 0:
-        raise ValueError(f"{where}: the split is empty (0 samples)")
-    Dt, Da, Dv = spec.dims
-    L, Ta, Tv = spec.lengths
-    out["text"] = _as_array(raw, "text", where, np.float32)
-    _check_shape(out["text"], (N, L, Dt), "text", where)
+        raise FeatureFileError(f"{where}: the split is empty (0 samples)")
+    # features: (N, T, D) floats; non-finite values are repaired (MOSEI's audio holds -inf)
+    for m, T, D in zip(MODS, spec.lengths, spec.dims):
+        arr = _numeric(raw, m, where, "(N, T, D) float features")
+        _check_shape(arr, (N, T, D), m, where, spec.name)
+        if 0 in arr.shape[1:]:
+            raise FeatureFileError(f"{where}: {m!r} has shape {tuple(arr.shape)}: zero-length sequences "
+                                   f"or zero-size features; expected (N, T >= 1, D >= 1)")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: repaired
+            out[m] = _repair(arr.astype(np.float32, copy=False), m, repaired)
     L = out["text"].shape[1]
-    out["text_bert"] = _as_array(raw, "text_bert", where)
-    _check_shape(out["text_bert"], (N, 3, L), "text_bert", where)
-    out["text_bert"] = np.nan_to_num(out["text_bert"].astype(np.float64)).astype(np.int64)
-    out["audio"] = _as_array(raw, "audio", where, np.float32)
-    _check_shape(out["audio"], (N, Ta, Da), "audio", where)
-    out["vision"] = _as_array(raw, "vision", where, np.float32)
-    _check_shape(out["vision"], (N, Tv, Dv), "vision", where)
-    for m in ("text", "audio", "vision"):
-        out[m] = _repair(out[m], m, repaired)
+    # text_bert: (N, 3, L) integer token ids, 0/1 attention mask, segment ids
+    tb = _numeric(raw, "text_bert", where, "(N, 3, L) integer token ids, attention mask, segment ids")
+    _check_shape(tb, (N, 3, L), "text_bert", where, spec.name)
+    if tb.dtype.kind == "f" and not (np.isfinite(tb).all() and (tb == np.round(tb)).all()):
+        raise FeatureFileError(f"{where}: 'text_bert' holds non-integer or non-finite values; expected "
+                               f"integer token ids, a 0/1 attention mask and segment ids")
+    tb = tb.astype(np.int64)
+    ids, mask = tb[:, 0], tb[:, 1]
+    if not np.isin(mask, (0, 1)).all():
+        raise FeatureFileError(f"{where}: 'text_bert'[:, 1] is the attention mask and must be 0/1; "
+                               f"found values {np.unique(mask)[:10].tolist()}")
+    vocab = spec.vocab_size
+    outside = (ids < 0) | (ids >= vocab) if vocab else ids < 0
+    if outside.any():
+        raise FeatureFileError(
+            f"{where}: 'text_bert' token ids must lie in [0, {vocab or 'vocabulary size'}) for "
+            f"{spec.name}; {int(outside.sum())} ids lie outside (min {ids.min()}, max {ids.max()}) -- "
+            f"written with another tokenizer, or the wrong dataset name?")
+    empty = mask.sum(1) == 0
+    if empty.any():  # no valid token: models would divide by zero or pack a length-0 sequence
+        tb = tb.copy()
+        tb[empty, 1, 0] = 1
+        repaired["text_lengths"] = int(empty.sum())
+    out["text_bert"] = tb
+    # lengths: clipped into 1..T (a few public files hold 0 or lengths beyond the padding)
     for m in ("audio", "vision"):
         key = f"{m}_lengths"
-        lengths = _as_array(raw, key, where, np.float64).reshape(-1)
-        _check_shape(lengths, (N,), key, where)
+        lengths = _vector(raw, key, where, N).astype(np.float64)
         T = out[m].shape[1]
-        lengths = np.nan_to_num(lengths, nan=T, posinf=T, neginf=1)
-        clipped = np.clip(lengths, 1, T).astype(np.int64)
-        n = int((clipped != lengths).sum())
-        if n:  # lengths of 0 or beyond the padded size (a few in the public files)
+        clipped = np.clip(np.floor(np.nan_to_num(lengths, nan=T, posinf=T, neginf=1)), 1, T).astype(np.int64)
+        n = int((clipped != lengths).sum())  # NaN != anything: counted
+        if n:
             repaired[key] = n
         out[key] = clipped
+    # labels: finite and inside the dataset's range, else an error (never guessed)
     lo, hi = spec.label_range
     label_keys = {"regression_labels": labels}
     for k in UNIMODAL_KEYS.values():
         if k in raw:
-            label_keys[k] = _as_array(raw, k, where, np.float32).reshape(-1)
-            _check_shape(label_keys[k], (N,), k, where)
+            label_keys[k] = _vector(raw, k, where, N)
     for k, arr in label_keys.items():
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{where}: {k!r} contains NaN/inf labels")
+        arr = arr.astype(np.float32)
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise FeatureFileError(f"{where}: {k!r} contains {int(bad.sum())} NaN/inf label(s) (first at "
+                                   f"index {int(np.argmax(bad))}); labels must be finite, in [{lo}, {hi}]")
         if arr.min() < lo - 1e-4 or arr.max() > hi + 1e-4:
-            raise ValueError(f"{where}: {k!r} range [{arr.min():.3f}, {arr.max():.3f}] lies outside "
-                             f"the {spec.name} label range [{lo}, {hi}] -- is this the right dataset?")
+            raise FeatureFileError(f"{where}: {k!r} range [{arr.min():.3f}, {arr.max():.3f}] lies outside "
+                                   f"the {spec.name} label range [{lo}, {hi}] -- is this the right dataset?")
         out[k] = arr
     if "classification_labels" in raw:
-        cls = _as_array(raw, "classification_labels", where).reshape(-1)
-        _check_shape(cls, (N,), "classification_labels", where)
-        if spec.task == "classification":
-            if not np.all(np.isfinite(cls)) or not np.all(cls == np.round(cls)) or \
-                    cls.min() < 0 or cls.max() >= spec.num_classes:
-                raise ValueError(f"{where}: 'classification_labels' must be integers in "
-                                 f"0..{spec.num_classes - 1}, got values {np.unique(cls)[:10]}")
-        out["classification_labels"] = np.nan_to_num(cls.astype(np.float64)).astype(np.int64)
+        cls = _vector(raw, "classification_labels", where, N)
+        integral = np.isfinite(cls).all() and (cls == np.round(cls)).all()
+        if spec.task == "classification" and (not integral or cls.min() < 0 or cls.max() >= spec.num_classes):
+            raise FeatureFileError(f"{where}: 'classification_labels' must be integers in "
+                                   f"0..{spec.num_classes - 1}, got values {np.unique(cls)[:10].tolist()}")
+        out["classification_labels"] = cls.astype(np.int64) if integral else cls
     truth_shapes = {"truth_reliability": (N, 3), "truth_cue_window": (N, 3, 2), "truth_conflict": (N,)}
     for k, shape in truth_shapes.items():
         if k in raw:
-            arr = _as_array(raw, k, where)
-            _check_shape(arr, shape, k, where)
+            arr = _numeric(raw, k, where, f"shape {shape}")
+            _check_shape(arr, shape, k, where, spec.name)
             out[k] = arr
     if "truth_reliability" in out:
         out["truth_reliability"] = out["truth_reliability"].astype(np.float32)
@@ -280,9 +423,9 @@ def _validate_split(raw: dict, spec: DatasetSpec, name: str, path: Path) -> tupl
     if "truth_conflict" in out:
         out["truth_conflict"] = out["truth_conflict"].astype(bool)
     for k in ("id", "raw_text"):
-        seq = list(np.asarray(raw[k]).reshape(-1))
+        seq = list(np.asarray(raw[k], dtype=object).reshape(-1))
         if len(seq) != N:
-            raise ValueError(f"{where}: {k!r} has {len(seq)} entries, expected N={N}")
+            raise FeatureFileError(f"{where}: {k!r} has {len(seq)} entries, expected N={N} (one per sample)")
         out[k] = seq
     return out, repaired
 
@@ -315,7 +458,10 @@ def load_features(path, dataset: str, zscore: bool = False, verbose: bool = True
     path:    the .pkl file, or a folder holding the dataset's default file name
     dataset: a key of ``DATASETS`` ("mosi", "mosei", "sims", "synth_mosi", "synth_sims", "synth3")
     zscore:  standardise audio/vision with train statistics of valid frames (SIMS option)
-    verbose: print one line listing repaired non-finite values / lengths, if any
+    verbose: print one line listing what was repaired, if anything (always in ``split.repaired``)
+
+    Files are unpickled with ``safe_load`` (no code from the file runs); every problem with the
+    file is a ``FeatureFileError`` (a ``ValueError``) naming the file, split and key.
     """
     spec = _spec(dataset)
     path = Path(path)
@@ -323,12 +469,13 @@ def load_features(path, dataset: str, zscore: bool = False, verbose: bool = True
         path = path / spec.filename
     if not path.exists():
         raise FileNotFoundError(_missing_file_message(path, spec))
-    with open(path, "rb") as f:
-        data = pickle.load(f)
-    if not isinstance(data, dict) or any(s not in data for s in SPLITS):
-        got = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise KeyError(f"{path}: expected a dict with the splits {list(SPLITS)} at the top level, "
-                       f"got {got}")
+    data = safe_load(path)
+    if not isinstance(data, dict):
+        raise FeatureFileError(f"{path}: expected a dict with the splits {list(SPLITS)} at the top "
+                               f"level, got a {type(data).__name__}")
+    if any(s not in data for s in SPLITS):
+        raise FeatureKeyError(f"{path}: expected a dict with the splits {list(SPLITS)} at the top level, "
+                              f"got {sorted(map(str, data))}")
     splits, report = {}, {}
     for name in SPLITS:
         arrays, repaired = _validate_split(data[name], spec, name, path)
@@ -340,11 +487,12 @@ def load_features(path, dataset: str, zscore: bool = False, verbose: bool = True
     for name in SPLITS[1:]:
         s = splits[name]
         if s.dims != ref.dims or s.seq_lens != ref.seq_lens:
-            raise ValueError(f"{path}: split {name!r} has dims {s.dims} / lengths {s.seq_lens} but "
+            raise FeatureFileError(f"{path}: split {name!r} has dims {s.dims} / lengths {s.seq_lens} but "
                              f"train has dims {ref.dims} / lengths {ref.seq_lens}")
     if report and verbose:
         text = "; ".join(f"{n}: " + ", ".join(f"{k} {v}" for k, v in r.items()) for n, r in report.items())
-        print(f"[mmsa.data] {path.name}: replaced non-finite values / clipped lengths -> {text}")
+        print(f"[mmsa.data] {path}: repaired -> {text} (counts; non-finite feature values set to 0, "
+              f"lengths clipped into 1..T, empty text masks given one valid token)")
     if zscore:
         zscore_(splits)
     return splits

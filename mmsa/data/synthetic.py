@@ -107,6 +107,34 @@ def write_sentence(rng: np.random.Generator, target: float, short: bool = False)
     return sentence[0].upper() + sentence[1:], (start, start + len(sentiment))
 
 
+NOISE_WORDS = ["table", "seven", "window", "paper", "green", "station", "later", "number", "river",
+               "chair", "morning", "yellow", "kitchen", "during", "street", "twelve", "bottle", "office"]
+
+
+def garble(rng: np.random.Generator, sentence: str, span: tuple[int, int], p: float) -> tuple[str, tuple[int, int]]:
+    """Replace each word with probability ``p`` by an unrelated common word (a noisy transcript).
+
+    Returns the new sentence and the char span of the words that stood where the sentiment
+    words stood.  The noise is visible: a reader (or a model) can tell a garbled sentence.
+    """
+    words, out, pos, start, end = sentence.split(" "), [], 0, None, None
+    for w in words:
+        w_start, w_end = pos, pos + len(w)
+        new = NOISE_WORDS[rng.integers(len(NOISE_WORDS))] if rng.random() < p else w
+        if w_end > span[0] and w_start < span[1]:
+            c = sum(len(x) + 1 for x in out)
+            start = c if start is None else start
+            end = c + len(new.rstrip("."))
+        out.append(new)
+        pos = w_end + 1
+    sentence = " ".join(out)
+    if not sentence.endswith("."):
+        sentence += "."
+    if start is None:
+        start, end = 0, len(sentence)
+    return sentence[0].upper() + sentence[1:], (start, max(end, start + 1))
+
+
 # --------------------------------------------------------------------------- latent & labels
 def _grid(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Round to steps of 0.2 inside [lo, hi] (and turn -0.0 into 0.0)."""
@@ -130,8 +158,13 @@ def reliability_for(s: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- audio / vision
-def _frames(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, T: int, D: int):
-    """AR(1) frames with a sentiment burst.  Returns (x (N,T,D), lengths (N,), window (N,2))."""
+def _frames(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, T: int, D: int,
+            noise: np.ndarray | None = None):
+    """AR(1) frames with a sentiment burst.  Returns (x (N,T,D), lengths (N,), window (N,2)).
+
+    ``noise`` (N,): std of extra white noise on every valid frame (the positive control's
+    visible unreliability); None adds nothing and draws nothing.
+    """
     N = len(e)
     valence, arousal = _directions(rng, D)
     lengths = rng.integers(int(np.ceil(0.5 * T)), T + 1, N)
@@ -144,6 +177,8 @@ def _frames(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, T: int, D: i
     t = np.arange(T)[None, :]
     inside = (t >= t0[:, None]) & (t < (t0 + w)[:, None])
     x += inside[..., None] * cue[:, None, :]
+    if noise is not None:
+        x += noise[:, None, None] * rng.standard_normal((N, T, D))
     x *= (t < lengths[:, None])[..., None]
     return x.astype(np.float32), lengths, np.stack([t0, t0 + w], 1)
 
@@ -230,8 +265,12 @@ def _resolve(kind: str, lengths, dims):
     return dataset, lengths, (dims[0], int(dims[1]), int(dims[2])), neutral
 
 
+RELIABILITY_MODES = ("polarity", "independent")
+NOISE_SCALE = 3.0  # positive control: white-noise std at reliability 0 (AR(1) noise has std 1)
+
+
 def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 0, lengths=None,
-                   dims=None, text_model="minilm", cache_dir=None) -> Path:
+                   dims=None, text_model="minilm", cache_dir=None, reliability: str = "polarity") -> Path:
     """Write a SynthMSA pickle in the public MMSA format (plus ``truth_*`` keys) to ``path``.
 
     kind:       "mosi" ([-3,3] labels), "sims" ([-1,1] labels, SIMS-like dims) or "3class"
@@ -242,8 +281,21 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
                 (MiniLM: 384); defaults mosi (5, 20), sims (33, 709), 3class (32, 64)
     text_model: "minilm" or a local BERT directory (see ``mmsa.pretrained``)
     cache_dir:  optional folder caching encoded text features by content hash
+    reliability: "polarity" (the story above: reliability follows the sentiment's polarity, some
+                clips conflict) or "independent" (the **positive control**: each r_m is drawn
+                uniformly in [0.05, 1] independently of the sentiment and of the other
+                modalities, no conflicts, and unreliability is *visible*: audio/vision frames get
+                white noise of std NOISE_SCALE * (1 - r_m) on top of a cue scaled by r_m, and each
+                word of the sentence is replaced by an unrelated word with probability 1 - r_text.
+                A model that weights modalities by how clean they look must win here.)
     """
     from mmsa.pretrained import resolve_text_model
+
+    if reliability not in RELIABILITY_MODES:
+        raise ValueError(f"unknown reliability mode {reliability!r}; valid: {RELIABILITY_MODES}")
+    if reliability == "independent" and kind == "3class":
+        raise ValueError("the positive control (reliability='independent') exists for kind 'mosi' and 'sims'")
+    independent = reliability == "independent"
 
     dataset, (L, Ta, Tv), (Dt, Da, Dv), neutral = _resolve(kind, lengths, dims)
     sizes = tuple(int(n) for n in sizes)
@@ -255,9 +307,12 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
 
     # 1-3: latent sentiment, reliability by polarity, conflicts
     s = _grid(sample_latent(rng_latent, N, neutral), -3, 3).astype(np.float64)
-    r = np.clip(reliability_for(s) + rng_rel.normal(0.0, 0.05, (N, 3)), 0.05, 1.0)
+    if independent:
+        r = rng_rel.uniform(0.05, 1.0, (N, 3))
+    else:
+        r = np.clip(reliability_for(s) + rng_rel.normal(0.0, 0.05, (N, 3)), 0.05, 1.0)
     polar = np.abs(s) >= 0.6
-    p = min(1.0, CONFLICT_RATE / max(polar.mean(), 1e-6))
+    p = 0.0 if independent else min(1.0, CONFLICT_RATE / max(polar.mean(), 1e-6))
     conflict = polar & (rng_conf.random(N) < p)
     conflict_mod = rng_conf.integers(0, 3, N)
     e = np.repeat(s[:, None], 3, 1)
@@ -265,16 +320,22 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
 
     # 4: text (replacement realises r_text; a text conflict is always written as such)
     replaced = (rng_text.random(N) > r[:, 0]) & ~(conflict & (conflict_mod == 0))
+    if independent:  # the positive control garbles words instead (visible), see garble()
+        replaced[:] = False
     random_sentiment = sample_latent(rng_text, N, neutral)
     e_text = np.where(replaced, random_sentiment, e[:, 0])
     tokenizer, model = _text_model(str(resolve_text_model(text_model)))
     if Dt is not None and int(Dt) != model.config.hidden_size:
         raise ValueError(f"text_dim {Dt} does not match the text encoder's width {model.config.hidden_size}")
-    sentences, spans = zip(*(write_sentence(rng_text, v) for v in e_text))
+    def compose(i: int, short: bool = False):
+        sentence, span = write_sentence(rng_text, e_text[i], short=short)
+        return garble(rng_text, sentence, span, 1.0 - r[i, 0]) if independent else (sentence, span)
+
+    sentences, spans = zip(*(compose(i) for i in range(N)))
     sentences, spans = list(sentences), list(spans)
     too_long = [i for i, ids in enumerate(tokenizer(sentences)["input_ids"]) if len(ids) > L]
     for i in too_long:  # retry without opener/filler so the sentiment words are never cut off
-        sentences[i], spans[i] = write_sentence(rng_text, e_text[i], short=True)
+        sentences[i], spans[i] = compose(i, short=True)
     enc = tokenizer(sentences, padding="max_length", truncation=True, max_length=L,
                     return_offsets_mapping=True, return_tensors="np")
     ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
@@ -288,11 +349,12 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
     label_text = np.array([lexicon_score(t) for t in sentences])
 
     # 5-6: audio frames; vision frames or the 7x7 patch grid
-    audio, audio_len, audio_window = _frames(rng_audio, e[:, 1], r[:, 1], Ta, Da)
+    noise = (lambda m: NOISE_SCALE * (1.0 - r[:, m])) if independent else (lambda m: None)
+    audio, audio_len, audio_window = _frames(rng_audio, e[:, 1], r[:, 1], Ta, Da, noise(1))
     if kind == "3class":
         vision, vision_len, vision_window = _patches(rng_vision, e[:, 2], r[:, 2], Dv)
     else:
-        vision, vision_len, vision_window = _frames(rng_vision, e[:, 2], r[:, 2], Tv, Dv)
+        vision, vision_len, vision_window = _frames(rng_vision, e[:, 2], r[:, 2], Tv, Dv, noise(2))
 
     lo, hi, scale = (-1.0, 1.0, 1 / 3) if kind == "sims" else (-3.0, 3.0, 1.0)
     data = {
@@ -335,12 +397,13 @@ def _cached_encode(model, ids, mask, text_model, cache_dir) -> np.ndarray:
 
 
 def synthetic_path(kind="mosi", sizes=(300, 100, 100), seed=0, root="data/synth", lengths=None,
-                   dims=None, text_model="minilm") -> Path:
+                   dims=None, text_model="minilm", reliability: str = "polarity") -> Path:
     """The cache file name: it encodes everything the content depends on."""
     _, (L, Ta, Tv), (_, Da, Dv), _ = _resolve(kind, lengths, dims)
     tm = "minilm" if str(text_model).lower().startswith("minilm") else Path(str(text_model)).name
     n = "-".join(str(int(v)) for v in sizes)
-    return Path(root) / f"synth_{kind}_n{n}_s{seed}_L{L}-{Ta}-{Tv}_d{Da}-{Dv}_{tm}_v{GENERATOR_VERSION}.pkl"
+    mode = "" if reliability == "polarity" else f"_{reliability}"
+    return Path(root) / f"synth_{kind}{mode}_n{n}_s{seed}_L{L}-{Ta}-{Tv}_d{Da}-{Dv}_{tm}_v{GENERATOR_VERSION}.pkl"
 
 
 def synthetic_splits(kind: str = "mosi", sizes=(300, 100, 100), seed: int = 0, root="data/synth",
@@ -350,7 +413,7 @@ def synthetic_splits(kind: str = "mosi", sizes=(300, 100, 100), seed: int = 0, r
     ``kw`` goes to ``make_synthetic`` (lengths, dims, text_model, cache_dir).
     """
     path = synthetic_path(kind, sizes, seed, root, kw.get("lengths"), kw.get("dims"),
-                          kw.get("text_model", "minilm"))
+                          kw.get("text_model", "minilm"), kw.get("reliability", "polarity"))
     if not path.exists():
         make_synthetic(path, kind=kind, sizes=sizes, seed=seed, **kw)
     return load_features(path, KINDS[kind][0], zscore=zscore, verbose=verbose)

@@ -1,16 +1,27 @@
-"""DAM: dynamic attention with missing compensation (DAST-GAN, SPEC §3.3).
+"""DAM: dynamic attention with missing compensation (DAST-GAN; docs/design.md §3.3).
 
-Replaces EMT's pooling of the per-modality candidates G^(m),k:
+Replaces EMT's pooling of the per-modality candidates G^(m),k (the global context after it has
+read modality m's local stream in layer k):
 
     ρ_m = (# observed valid positions of m) / (# valid positions of m)       availability  (Eq. 4)
           read from the input itself: an all-zero frame / feature row or an [UNK] token is
           "not observed".  The oracle ``batch.missing`` mask is never used.
     G⁰_m ← G⁰_m + (1 − ρ_m) c_m                                               compensation  (Eq. 5)
-    α^k  = softmax((MLP([vec(G^{k-1}); ρ]) + log(ρ + ε)) / τ),  τ = 1.2       weights       (Eq. 6)
+    z^k_m = MLP([LN(vec G^(m),k); ρ_m])        one scorer shared by the modalities            (Eq. 6)
+    α^k  = softmax((z^k + log(ρ + ε)) / τ),  τ = 1.2                          weights       (Eq. 6)
     G^k  = Σ_m α^k_m G^(m),k                                                  fusion        (Eq. 7)
 
-log(ρ+ε) (ε = 1e-6) pushes the weight of a fully missing modality to ≈ 0 whatever the MLP says
-at initialisation; the MLP learns context-dependent preferences on top of it.
+Two choices make α *dynamic* rather than a fixed preference:
+
+* the score of modality m is computed from m's own candidate, by one scorer for all three, so
+  a modality is weighted by what its stream looks like in this sample (noisy, weak, clear),
+  not by which slot of a concatenation it sits in;
+* the candidate is LayerNorm-ed before scoring, so the scorer cannot simply prefer the
+  modality whose vectors happen to be largest (text states are several times larger than the
+  audio/vision ones at initialisation, and an unnormalised scorer learned "always text").
+
+log(ρ+ε) (ε = 1e-6) pushes the weight of a fully missing modality to ≈ 0 whatever the scorer
+says; a modality that is half there loses log 2 of logit.
 """
 from __future__ import annotations
 
@@ -66,23 +77,29 @@ def availability(batch: Batch) -> tuple[Tensor, dict]:
 
 
 class DAM(nn.Module):
-    def __init__(self, dim: int, n_modalities: int = 3, hidden: int = 128, tau: float = 1.2, eps: float = 1e-6):
+    def __init__(self, dim: int, n_modalities: int = 3, hidden: int = 128, tau: float = 1.2,
+                 eps: float = 1e-6, n_tokens: int = 3):
         super().__init__()
         self.tau, self.eps = tau, eps
         self.compensation = nn.Parameter(torch.zeros(n_modalities, dim))           # c_m
-        self.mlp = nn.Sequential(nn.Linear(n_modalities * dim + n_modalities, hidden), nn.Tanh(),
-                                 nn.Linear(hidden, n_modalities))
+        self.norm = nn.LayerNorm(n_tokens * dim)
+        self.mlp = nn.Sequential(nn.Linear(n_tokens * dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
     def compensate(self, g: Tensor, rho: Tensor) -> Tensor:
         """Eq. 5: G_m + (1 − ρ_m) c_m;  g (B,3,D), rho (B,3)."""
         return g + (1.0 - rho).to(g.dtype)[..., None] * self.compensation.to(g.dtype)
 
-    def weights(self, g: Tensor, rho: Tensor) -> Tensor:
-        """Eq. 6: α (B,3), rows sum to 1."""
-        logits = self.mlp(torch.cat([g.flatten(1), rho.to(g.dtype)], -1)).float()
-        return ((logits + torch.log(rho.float() + self.eps)) / self.tau).softmax(-1)
+    def scores(self, cands: Tensor, rho: Tensor) -> Tensor:
+        """Eq. 6, first half: z (B, M) from the candidates (B, M, 3, D) and ρ (B, M)."""
+        x = torch.cat([self.norm(cands.flatten(2)), rho.to(cands.dtype)[..., None]], -1)
+        return self.mlp(x).squeeze(-1).float()
+
+    def weights(self, cands: Tensor, rho: Tensor) -> Tensor:
+        """Eq. 6: α (B, M), rows sum to 1."""
+        return ((self.scores(cands, rho) + torch.log(rho.float() + self.eps)) / self.tau).softmax(-1)
 
     def forward(self, g_prev: Tensor, cands: Tensor, rho: Tensor) -> tuple[Tensor, Tensor]:
-        """Eq. 7: g_prev (B,3,D), cands (B,M,3,D) -> G (B,3,D), α (B,M)."""
-        a = self.weights(g_prev, rho)
+        """Eq. 7: cands (B,M,3,D) -> G (B,3,D), α (B,M).  (g_prev is unused: the candidates
+        already read the previous context; the argument keeps EMT's pooling signature.)"""
+        a = self.weights(cands, rho)
         return torch.einsum("bm,bmtd->btd", a.to(cands.dtype), cands), a

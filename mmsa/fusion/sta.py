@@ -8,14 +8,19 @@
     H_s  = A + SpatialAttn(LN(A + e_m), [·; ḡ])   across the 3 modalities at each step,
                                                   + the pooled global token ḡ (always valid) (Eq. 10)
     g    = σ(W[H_t; H_s]);  S = g⊙H_t + (1−g)⊙H_s;  S ← S + FFN(LN(S))                  (Eq. 11)
-    s    = Σ_m α_m · mean_t S_m                   masked mean over steps of available m   (Eq. 12)
+    β_m  = softmax_t(w₂ᵀ tanh(W₁ LN(S_m,t)))      attention pooling over the T steps
+    s    = Σ_m α_m Σ_t β_m,t S_m,t                combined by the DAM weights α          (Eq. 12)
 
-``temporal_attention`` (B, heads, 3, T): entry [b, h, m, t] is the attention that the temporal
-self-attention (Eq. 9) of head h puts on aligned step t of modality m, averaged over the T
-query steps, i.e. mean_q softmax_t(q_q·k_t/√d).  Each (b, h, m) row sums to 1 over t; rows of
-a modality with no observed step are 0.  Because step t is anchored at relative time (t+½)/T,
-a cue in the modality's own steps [s, e) of a sequence of length n lies at aligned steps
-≈ [s·T/n, e·T/n).
+Pooling by attention, not by a plain mean, is what lets STA *find* something in time: an
+expression is a short burst, and a mean over 50 steps dilutes a 5-step burst ten times, while
+β can put its mass on the burst.
+
+Extras: ``temporal_pooling`` (B, 3, T) = β (rows sum to 1 over t; rows of a modality with no
+observed step are 0) and ``temporal_attention`` (B, heads, 3, T) = the temporal self-attention
+of Eq. 9 averaged over its T query steps.  Because step t is anchored at relative time
+(t+½)/T, a cue in the modality's own steps [s, e) of a sequence of length n lies at aligned
+steps ≈ [s·T/n, e·T/n).  Where a model *looks* is measured best by occlusion (remove the true
+cue window vs a random window of the same length and compare how much ŷ moves).
 """
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ class STA(nn.Module):
         self.gate = nn.Linear(2 * dim, dim)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = GEGLU(dim, ff_mult, dropout)
+        self.norm_pool = nn.LayerNorm(dim)
+        self.pool_score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
 
     def forward(self, xs: list[Tensor], keys: list[Tensor], lengths: list[Tensor], g_pool: Tensor,
                 alpha: Tensor) -> tuple[Tensor, dict]:
@@ -89,10 +96,12 @@ class STA(nn.Module):
         S = g * Ht + (1 - g) * Hs
         S = S + self.ff(self.norm_ff(S))
 
-        w = step_valid.to(S.dtype)[..., None]                                       # Eq. 12
-        pooled = (S * w).sum(2) / w.sum(2).clamp(min=1.0)                           # (B,3,D)
+        score = self.pool_score(self.norm_pool(S)).squeeze(-1).float()             # Eq. 12
+        beta = score.masked_fill(~step_valid, float("-inf")).softmax(-1)
+        beta = torch.nan_to_num(beta, nan=0.0)                                      # no observed step: 0
+        pooled = torch.einsum("bmt,bmtd->bmd", beta.to(S.dtype), S)                 # (B,3,D)
         s = torch.einsum("bm,bmd->bd", alpha.to(pooled.dtype), pooled)
-        return s, {"temporal_attention": temporal_attention, "aligned": A,
+        return s, {"temporal_attention": temporal_attention, "temporal_pooling": beta, "aligned": A,
                    "alignment_attention": dict(zip(("text", "audio", "vision"), align_w))}
 
 

@@ -31,7 +31,7 @@ _MODULES = {
 
 # parameter-name prefixes of modules used only during training (GAN discriminator,
 # SimSiam projectors/predictors, reconstruction heads); excluded from deployment counts.
-TRAINING_ONLY_PREFIXES = ("discriminator.", "projector.", "predictor.", "recon.")
+TRAINING_ONLY_PREFIXES = ("discriminator.", "projector.", "predictor.", "recon.", "unimodal.")
 
 
 def register(name: str):

@@ -3,11 +3,11 @@
 Everything of EMT-DLFR (``mmsa.models.emt_dlfr``) stays; three switchable modules are added:
 
  1. DAM  (``use_dam``)  availability ρ read from the input, missing compensation of G⁰, dynamic
-                        modality weights α = softmax((MLP([vec(G); ρ]) + log(ρ+ε))/τ) replacing
-                        EMT's pooling in every layer (``mmsa.fusion.dam``).  Off: α = 1/3.
+                        modality weights α = softmax((MLP([LN(vec G^(m)); ρ_m]) + log(ρ+ε))/τ)
+                        replacing EMT's pooling in every layer (``mmsa.fusion.dam``).  Off: α = 1/3.
  2. STA  (``use_sta``)  local streams aligned to T=50 steps, temporal + spatial attention, fusion
-                        gate, pooled into s ∈ (B,D) (``mmsa.fusion.sta``).  Off: one standard
-                        self-attention layer in its place.
+                        gate, attention-pooled over time into s ∈ (B,D) (``mmsa.fusion.sta``).
+                        Off: one standard self-attention layer in its place.
  3. GAN  (``use_gan``)  f = [vec(G^L); s]; a spectral-norm discriminator tells complete-view
                         features (real) from incomplete-view ones (fake).  The generator term
                         losses["adversarial"] = λ(e)·BCE(D(f_miss), 1) uses ``model.adv_weight``
@@ -36,6 +36,12 @@ from mmsa.models.emt_dlfr import EMTDLFR, EMTDLFRConfig
 from mmsa.types import MODALITIES, Batch
 
 
+def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
+    """Mean of x (B,T,D) over the positions where valid (B,T) is True; 0 where none is."""
+    w = valid.to(x.dtype)[..., None]
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
 @dataclass
 class DASTGANConfig(EMTDLFRConfig):
     use_dam: bool = True
@@ -45,6 +51,9 @@ class DASTGANConfig(EMTDLFRConfig):
     tau: float = 1.2
     dam_hidden: int = 128
     dam_eps: float = 1e-6
+    # reliability supervision of DAM (training only; 0 = the weights learn from the task loss alone)
+    dam_supervision: float = 0.0      # weight of the unimodal heads' L1 and of the CE(target, α); off by default
+    dam_target_tau: float = 0.5       # temperature of the target softmax(-|ŷ_m - y| / τ_t)
     # STA
     sta_steps: int = 50
     align_sigma: Optional[float] = 0.1   # Gaussian anchoring of aligned steps (relative time)
@@ -80,6 +89,9 @@ class DASTGAN(EMTDLFR):
             self.sta = STA(D, cfg.sta_steps, cfg.n_heads, cfg.attn_dropout, cfg.ff_mult, cfg.align_sigma)
         else:
             self.sta = PlainSelfAttention(D, cfg.n_heads, cfg.attn_dropout, cfg.ff_mult)
+        if cfg.use_dam and cfg.dam_supervision > 0:  # training only (prefix "unimodal.")
+            self.unimodal = nn.ModuleDict({m: nn.Sequential(nn.Linear(self.enc_dims[m], 64), nn.ReLU(), nn.Linear(64, 1))
+                                           for m in MODALITIES})
         if cfg.use_gan:  # training only: excluded from inference_parameters and the Trainer's optimiser
             self.discriminator = make_discriminator(4 * D, cfg.disc_hidden, cfg.disc_dropout)
         self.adv_weight = 0.0  # λ(e), set by GANSchedule.on_epoch_start
@@ -113,7 +125,33 @@ class DASTGAN(EMTDLFR):
         out.extras.pop("aligned", None)
         return out
 
+    def unimodal_predictions(self, view: dict) -> Tensor:
+        """(B, 3) predictions of the unimodal heads (``dam_supervision > 0`` only) from each
+        encoder's local states averaged over the valid steps."""
+        enc = view["enc"]
+        return torch.cat([self.unimodal[m](masked_mean(enc["local"][m], enc["valid"][m])).float()
+                          for m in MODALITIES], -1)
+
+    def reliability_supervision(self, view: dict, label: Tensor) -> tuple[Tensor, Tensor]:
+        """(Eq. 13) Which modality *is* reliable in this clip?  A small head per modality predicts
+        the label from that modality alone (its encoder's local states, averaged over the valid
+        steps); the smaller its error, the more the clip's sentiment is readable from m.  The DAM
+        weights of every layer are pulled towards
+            α* = softmax_m(−|ŷ_m − y| / τ_t)   (detached; modalities with ρ_m = 0 excluded)
+        by a cross-entropy, and the heads learn with an L1.  Returns (L_uni, L_dam)."""
+        err = (self.unimodal_predictions(view) - label.float()[:, None]).abs()
+        rho = view["fused"]["extras"]["availability"].float()
+        target = (-err.detach() / self.cfg.dam_target_tau).masked_fill(rho <= 0, float("-inf")).softmax(-1)
+        alpha = view["fused"]["extras"]["layer_weights"].float()                                  # (B,L,3)
+        ce = -(target[:, None] * torch.log(alpha + 1e-8)).sum(-1).mean()
+        return err.mean(), ce
+
     def training_extras(self, batch: Batch, miss: dict, full: dict, losses: dict) -> dict:
+        if hasattr(self, "unimodal") and batch.label is not None and batch.label.dim() == 1 \
+                and batch.label.is_floating_point():
+            terms = [self.reliability_supervision(v, batch.label) for v in (miss, full)]
+            losses["unimodal"] = self.cfg.dam_supervision * sum(t[0] for t in terms)
+            losses["dam_reliability"] = self.cfg.dam_supervision * sum(t[1] for t in terms)
         f_miss = torch.cat([miss["feats"]["g"], miss["fused"]["extras"]["s"]], -1)
         f_full = torch.cat([full["feats"]["g"], full["fused"]["extras"]["s"]], -1)
         if self.cfg.use_gan and self.adv_weight > 0:
@@ -142,6 +180,22 @@ def gan_patience_start(config) -> int:
     """Epoch after which early-stopping patience counts (``TrainConfig.patience_start_epoch``)."""
     config = getattr(config, "cfg", config)
     return int(config.gan_warmup + config.gan_ramp) if getattr(config, "use_gan", True) else 0
+
+
+def _average_across_ranks(module: nn.Module) -> None:
+    """Under torch.distributed, replace each gradient by its mean over the ranks.
+
+    The discriminator is stepped by the callback, outside the DDP-wrapped forward/backward, so
+    DDP never all-reduces its gradients: without this each rank's D would drift apart."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
 
 
 class GANSchedule:
@@ -207,6 +261,7 @@ class GANSchedule:
             d_real, d_fake = disc(real), disc(fake)
             loss = discriminator_loss(d_real, d_fake)
         loss.backward()
+        _average_across_ranks(disc)           # DDP: every replica takes the same D step
         self.optimizer.step()
         disc.zero_grad(set_to_none=True)
         with torch.no_grad():                 # accumulate on device: no host sync per step

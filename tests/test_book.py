@@ -1,0 +1,251 @@
+"""mmsa.book: errors a user can act on, presets, clean, CI copies, --inplace that never commits a failure.
+
+Most tests work on a throw-away repository in ``tmp_path`` (``repo_root`` patched), so they
+never touch the real notebooks/ or figures/.
+"""
+import json
+
+import nbformat
+import pytest
+
+from mmsa import book
+
+
+def _notebook(params_src: str, *cells: str, outputs=None):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = nbformat.v4.new_code_cell(params_src)
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# title"), p] + [nbformat.v4.new_code_cell(c) for c in cells]
+    for cell, outs in zip(nb.cells[2:], outputs or []):
+        cell.outputs = outs
+    return nb
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A minimal book: notebooks 00 and 01, ci/00.yaml, a preset ci/gpu/00.yaml, figures/."""
+    for d in ("notebooks", "mmsa", "figures", "ci/gpu"):
+        (tmp_path / d).mkdir(parents=True)
+    nbformat.write(_notebook("epochs = 25\nlr = 5e-3\nseeds = [1, 2]\ndevice = 'cpu'\nquick = False\n", "x = 1"),
+                   tmp_path / "notebooks" / "00_first.ipynb")
+    nbformat.write(_notebook("n = 3\n", "y = 2"), tmp_path / "notebooks" / "01_second.ipynb")
+    (tmp_path / "ci" / "00.yaml").write_text("epochs: 2\n")
+    (tmp_path / "ci" / "gpu" / "00.yaml").write_text("epochs: 40\ndevice: cuda\n")
+    monkeypatch.setattr(book, "repo_root", lambda: tmp_path)
+    monkeypatch.delenv(book.ENV_OUT, raising=False)
+    return tmp_path
+
+
+def _error(capsys, argv) -> str:
+    assert book.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+# --------------------------------------------------------------------------- errors, exit status 2
+
+
+def test_unknown_notebook_number_names_it_and_the_valid_ones(repo, capsys):
+    err = _error(capsys, ["run", "--only", "07"])
+    assert "'07'" in err and "00_first" in err and "01_second" in err
+
+
+def test_unknown_parameter_names_it_and_the_valid_ones(repo, capsys):
+    err = _error(capsys, ["run", "--only", "00", "-p", "epoch", "3"])
+    assert "epoch (did you mean epochs?)" in err and "epochs, lr, seeds, device, quick" in err
+
+
+def test_bad_yaml_value_names_the_parameter_and_value(repo, capsys):
+    err = _error(capsys, ["run", "--only", "00", "-p", "seeds", "[1, 2"])
+    assert "-p seeds '[1, 2'" in err and "not a valid YAML value" in err
+
+
+def test_value_of_the_wrong_type_is_an_error(repo, capsys):
+    err = _error(capsys, ["run", "--only", "00", "-p", "epochs", "ten"])
+    assert "epochs = 'ten'" in err and "an integer" in err and "25" in err
+    err = _error(capsys, ["run", "--only", "00", "-p", "seeds", "3"])
+    assert "a list" in err
+
+
+def test_unknown_preset_lists_the_available_ones(repo, capsys):
+    err = _error(capsys, ["run", "--preset", "tpu"])
+    assert "'tpu'" in err and "available presets: gpu" in err
+
+
+def test_bad_yaml_in_a_parameter_file_names_the_file(repo, capsys):
+    (repo / "ci" / "01.yaml").write_text("n: [1,\n")
+    err = _error(capsys, ["run", "--smoke", "--only", "01"])
+    assert "01.yaml" in err and "not valid YAML" in err
+
+
+def test_inplace_refuses_parameter_overrides(repo, capsys):
+    err = _error(capsys, ["run", "--inplace", "--only", "00", "-p", "epochs", "3"])
+    assert "--inplace" in err
+
+
+def test_clean_on_a_file_that_is_not_a_notebook(repo, capsys):
+    (repo / "README.md").write_text("x")
+    err = _error(capsys, ["clean", str(repo / "README.md")])
+    assert "README.md" in err and "not a notebook" in err
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_preset_parameters_merged_under_p_overrides(repo):
+    (nb0, p0, src0), (nb1, p1, _) = book.plan(preset="gpu", params=None)
+    assert (nb0.name, p0, src0) == ("00_first.ipynb", {"epochs": 40, "device": "cuda"}, "ci/gpu/00.yaml")
+    assert p1 == {}  # no ci/gpu/01.yaml: the defaults
+    [(_, p, _)] = book.plan(["0"], preset="gpu", params={"epochs": 7})
+    assert p == {"epochs": 7, "device": "cuda"}
+    [(_, p, _)] = book.plan(["00"], smoke=True)
+    assert p == {"epochs": 2}
+
+
+def test_numbers_yaml_reads_as_strings_are_accepted_where_the_default_is_a_number(repo):
+    # YAML 1.1 reads 1e-3 as the string "1e-3"
+    [(_, p, _)] = book.plan(["00"], params={"lr": book.parse_value("lr", "1e-3"), "quick": True})
+    assert p == {"lr": 1e-3, "quick": True}
+    with pytest.raises(book.BookError, match="quick"):
+        book.plan(["00"], params={"quick": 1})
+
+
+# --------------------------------------------------------------------------- clean
+
+
+def _dirty(repo):
+    nb = _notebook("epochs = 25\n", "print(1)", "print(2)", outputs=[
+        [nbformat.v4.new_output("stream", name="stderr", text=(
+            "/opt/env/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: x\n"
+            "/tmp/ipykernel_4242/123456.py:3: UserWarning: y\n"))],
+        [nbformat.v4.new_output("stream", name="stdout", text=(
+            "metrics written to /srv/ci/checkout/build/metrics/00.json\n"
+            f"root {repo}\ntemp /tmp/tmpab12_cd/x.wav\n"))],
+    ])
+    injected = nbformat.v4.new_code_cell("# Parameters\nepochs = 1\n")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(2, injected)
+    nb.metadata["papermill"] = {"duration": 3.2, "parameters": {"epochs": 1}}
+    for c in nb.cells:
+        c.metadata["papermill"] = {"duration": 0.1}
+        c.metadata["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00Z"}
+    raw = json.loads(nbformat.writes(nb))
+    raw["cells"][1]["id"] = raw["cells"][0]["id"]  # a duplicate id (nbformat.write would repair it)
+    path = repo / "notebooks" / "02_dirty.ipynb"
+    path.write_text(json.dumps(raw, indent=1))
+    return path
+
+
+def test_clean_check_lists_problems_without_writing(repo, capsys):
+    path = _dirty(repo)
+    before = path.read_text()
+    assert book.main(["clean", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert path.read_text() == before
+    assert "02_dirty" in out and "00_first" not in out.split("clean --check")[0]
+    for what in ("injected-parameters cell removed: '# Parameters epochs = 1'", "papermill run metadata",
+                 "execution metadata", "duplicate cell id", "absolute paths"):
+        assert what in out, what
+
+
+def test_clean_fixes_everything_and_is_idempotent(repo, capsys):
+    path = _dirty(repo)
+    assert book.main(["clean", str(path)]) == 0
+    nb = nbformat.read(path, as_version=4)
+    assert not [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "papermill" not in nb.metadata
+    assert all(set(c.metadata) <= {"tags"} for c in nb.cells)
+    assert len({c.id for c in nb.cells}) == len(nb.cells)
+    text = "".join(o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "<site-packages>/tqdm/auto.py:21" in text and "<cell>:3: UserWarning" in text
+    assert "<repo>/build/metrics/00.json" in text and "root <repo>\n" in text and "<tmp>/x.wav" in text
+    assert "/opt/" not in text and "/srv/" not in text and str(repo) not in text
+    first = path.read_text()
+    assert book.main(["clean", "--check", str(path)]) == 0
+    assert book.main(["clean", str(path)]) == 0 and path.read_text() == first
+
+
+def test_clean_reports_paths_it_cannot_rewrite(repo, capsys):
+    nb = _notebook("n = 1\n", "print(1)", outputs=[[nbformat.v4.new_output("stream", text="saved /home/ada/x.pkl\n")]])
+    path = repo / "notebooks" / "03_home.ipynb"
+    nbformat.write(nb, path)
+    assert book.main(["clean", str(path)]) == 1
+    assert book.main(["clean", "--check", str(path)]) == 1
+    assert "'/home/ada/x.pkl'" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- CI copies
+
+
+def test_ci_copy_has_the_parameters_and_no_committed_outputs(repo):
+    nb = _notebook("epochs = 25\n", "# NBVAL_CHECK_OUTPUT\nprint(epochs)", "print(3)",
+                   outputs=[[nbformat.v4.new_output("stream", text="25\n")],
+                            [nbformat.v4.new_output("stream", text="3\n")]])
+    src = repo / "notebooks" / "02_ci.ipynb"
+    nbformat.write(nb, src)
+    copy = nbformat.read(book.prepare_ci(src, {"epochs": 2}, repo / "ci_copy.ipynb"), as_version=4)
+    injected = [c for c in copy.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "epochs = 2" in injected[0].source
+    assert all(not c.outputs for c in copy.cells if c.cell_type == "code")
+    assert "NBVAL_CHECK_OUTPUT" not in "".join(c.source for c in copy.cells)  # committed output is not CI's
+    same = nbformat.read(book.prepare_ci(src, {}, repo / "ci_default.ipynb"), as_version=4)
+    checked = [c for c in same.cells if "NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked and checked[0].outputs[0].text == "25\n"  # defaults: compared with the committed output
+
+
+# --------------------------------------------------------------------------- run --inplace (real kernels)
+
+
+WRITE = ("import json, os, pathlib\nout = pathlib.Path(os.environ['MMSA_BOOK_OUT'])\n"
+         "(out / 'figures').mkdir(parents=True, exist_ok=True)\n"
+         "(out / 'figures' / '00_plot.png').write_bytes(b'new')\n"
+         "(out / 'metrics').mkdir(parents=True, exist_ok=True)\n"
+         "m = out / 'metrics' / '00.json'  # merged like mmsa.book.save_metrics\n"
+         "m.write_text(json.dumps({**(json.loads(m.read_text()) if m.exists() else {}), 'fresh': 1}))\n"
+         "print(os.getcwd())")
+
+
+def test_inplace_never_commits_a_failed_notebook(repo, capsys):
+    nb = _notebook("fail = True\n", WRITE, "assert not fail, 'boom'")
+    path = repo / "notebooks" / "00_first.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_text()
+    (repo / "figures" / "00_plot.png").write_bytes(b"committed")
+    assert book.run(["00"], inplace=True) == 1
+    out = capsys.readouterr().out
+    assert "[1/1] 00_first FAILED" in out and "AssertionError: boom" in out
+    assert path.read_text() == before
+    assert (repo / "figures" / "00_plot.png").read_bytes() == b"committed"
+    assert book.out_dir() is None  # the environment variable is restored
+
+
+def test_inplace_writes_notebook_and_figures_together(repo, capsys):
+    path = repo / "notebooks" / "00_first.ipynb"
+    nbformat.write(_notebook("fail = False\n", WRITE), path)
+    (repo / "figures" / "00_plot.png").write_bytes(b"committed")
+    (repo / "figures" / "00_renamed_away.png").write_bytes(b"old")
+    (repo / "build" / "metrics").mkdir(parents=True)
+    (repo / "build" / "metrics" / "00.json").write_text(json.dumps({"stale": 1}))
+    assert book.run(["00"], inplace=True) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] 00_first done in" in out and "(total" in out
+    assert (repo / "figures" / "00_plot.png").read_bytes() == b"new"
+    assert not (repo / "figures" / "00_renamed_away.png").exists()
+    assert json.loads((repo / "build" / "metrics" / "00.json").read_text()) == {"fresh": 1}
+    assert book.main(["clean", "--check", str(path)]) == 0  # committed clean: no papermill metadata, no paths
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[2].outputs[0].text.strip() == "<repo>"
+
+
+def test_default_run_leaves_committed_figures_alone(repo, capsys):
+    path = repo / "notebooks" / "00_first.ipynb"
+    nbformat.write(_notebook("fail = False\n", WRITE), path)
+    before = path.read_text()
+    (repo / "figures" / "00_plot.png").write_bytes(b"committed")
+    assert book.run(["00"]) == 0
+    assert path.read_text() == before
+    assert (repo / "figures" / "00_plot.png").read_bytes() == b"committed"
+    assert (repo / "build" / "figures" / "00_plot.png").read_bytes() == b"new"
+    assert (repo / "build" / "notebooks" / "00_first.ipynb").exists()
