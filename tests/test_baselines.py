@@ -159,7 +159,8 @@ def test_feature_mode_reads_batch_text(name):
 MMSA_EXPECTED = {
     "mult": dict(d_model=50, heads=10, cross_layers=4, self_layers=4, conv_kernels=(5, 5, 5),
                  attn_dropout=(0.3, 0.2, 0.0), embed_dropout=0.2, out_dropout=0.5, text_dropout=0.5),
-    "tfr_net": dict(d_model=30, heads=6, layers=3, conv_kernels=(1, 5, 3), fusion_hidden=(36, 20, 48),
+    "tfr_net": dict(d_model=30, heads=6, layers=3, conv_kernels=(1, 5, 3), attn_dropout=(0.2, 0.1, 0.0),
+                    fusion_hidden=(36, 20, 48),
                     fusion_layers=3, cls_hidden=128, rec_weights=(5.0, 2.0, 20.0), freeze_text=False),
     "misa": dict(hidden=128, rnn_hidden=0, dropout=0.2, sim_weight=0.3, diff_weight=0.1, fusion_ff=2048,
                  freeze_text=False),
@@ -196,6 +197,14 @@ def test_mmsa_presets_build_and_run():
         out = m(b)
         assert out.pred.shape == (3,) and torch.isfinite(out.loss)
     assert build("lmf", **DIMS, preset="mmsa").head.__class__.__name__ == "Identity"  # h is the prediction
+    # attention dropout by the modality of the keys, as the toolkit; its memory/intra stacks use text's
+    mult, tfr = build("mult", **DIMS, preset="mmsa"), build("tfr_net", **DIMS, preset="mmsa")
+    assert [mult.cross[f"{s}_to_text"].layers[0].attn_dropout for s in ("audio", "vision")] == [0.2, 0.0]
+    assert mult.cross["text_to_vision"].layers[0].attn_dropout == 0.3
+    assert mult.memory["audio"].layers[0].attn_dropout == 0.3
+    assert [tfr.inter[f"{s}_to_text"].layers[0].attn_dropout for s in ("audio", "vision")] == [0.1, 0.0]
+    assert tfr.intra["vision"].layers[0].attn_dropout == 0.2
+    assert len(mult.memory["text"].layers) == 4 and len(tfr.intra["text"].layers) == 3
 
 
 def test_unknown_preset_is_an_error():

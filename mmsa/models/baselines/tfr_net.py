@@ -11,9 +11,9 @@ view, which only the loss sees); a gated fusion reads the encoded sequences.  Re
                     H_{n→m}  = CrossAttn^{(layers)}(Z⁰_m ← Z⁰_n)                inter-modal
                     A_m      = [H_m; H_{n→m}; H_{n'→m}]        (T_m × 3d)
  3. generator     X̂_m = W_m · SelfAttn^{(gen_layers)}(A_m)    (T_m × D_m)   training only
-                  L_rec = Σ_m λ_m · Σ_{t ∈ D_m} SmoothL1(X̂_m[t], X^full_m[t]) / (|D_m| · D_m)
-                  D_m = valid positions the simulation dropped (the loss reads ``batch.missing``
-                  and ``batch.full``; the forward pass does not)
+                  L_rec = Σ_m λ_m · Σ_{t ∈ Ω_m} SmoothL1(X̂_m[t], X^full_m[t]) / (|Ω_m| · D_m)
+                  Ω_m = valid positions the simulation dropped, D_m = feature size (the loss reads
+                  ``batch.missing`` and ``batch.full``; the forward pass does not)
  4. gated fusion  per modality (C-Gate): G = BiGRU(A_m);  g_t = σ(Conv1D_3(G)_t)  (a gate per step)
                     r_t = tanh(W [A_m[t]; tanh(G_t) · g_t]);   r_m = max over valid t of r_t
                   ŷ = W_2 Drop(LeakyReLU(W_1 LN([r_t; r_a; r_v])))
@@ -31,7 +31,8 @@ Simplifications (relative to the paper and the reference toolkit, PyPI ``mmsa`` 
    is left out, L_rec is SmoothL1 only;
  - LayerNorm in the classifier where the toolkit has BatchNorm; validity masks in attention
    (the toolkit masks nothing); no learning-rate decay on plateaus.
-``preset="mmsa"``: d = 30, 6 heads, 3 layers, kernels 1/5/3, C-Gate sizes 36/20/48 with 3 GRU
+``preset="mmsa"``: d = 30, 6 heads, 3 layers, kernels 1/5/3, attention dropout 0.2/0.1/0.0 by the
+keys' modality (0.2 in the intra-modal stacks), other dropouts 0.2, C-Gate sizes 36/20/48 with 3 GRU
 layers, classifier 128, λ = (5, 2, 20), BERT fine-tuned (its MOSI configuration).
 """
 from __future__ import annotations
@@ -57,8 +58,8 @@ class TFRNetConfig(BaselineConfig):
     layers: int = 1                       # per intra-/inter-modal stack         (3)
     conv_kernels: tuple = (1, 3, 3)       # temporal conv of t, a, v (odd)       (1, 5, 3)
     dropout: float = 0.1                  # residual/FFN/embedding dropout       (0.2)
-    attn_dropout: Optional[float] = 0.0   # on attention maps; None = dropout    (0.2)
-    #                                       (book: none, it is ~20 % of a CPU step)
+    attn_dropout: Optional[tuple] = (0.0, 0.0, 0.0)  # on attention maps, per key modality (t, a, v);
+    #                                       None = dropout.  Book: none (~20 % of a CPU step)  (0.2, 0.1, 0.0)
     text_dropout: float = 0.0             # on the text states                   (0.2)
     gen_layers: int = 1                   # self-attention layers of the generator
     fusion_hidden: tuple = (16, 16, 16)   # C-Gate sizes for t, a, v             (36, 20, 48)
@@ -68,7 +69,8 @@ class TFRNetConfig(BaselineConfig):
     cls_dropout: float = 0.0              #                                      (0.0)
     rec_weights: tuple = (1.0, 1.0, 1.0)  # λ_t, λ_a, λ_v                        (5, 2, 20)
 
-    MMSA: ClassVar[dict] = dict(d_model=30, heads=6, layers=3, conv_kernels=(1, 5, 3), dropout=0.2, attn_dropout=0.2,
+    MMSA: ClassVar[dict] = dict(d_model=30, heads=6, layers=3, conv_kernels=(1, 5, 3), dropout=0.2,
+                                attn_dropout=(0.2, 0.1, 0.0),
                                 text_dropout=0.2, gen_layers=1, fusion_hidden=(36, 20, 48), fusion_layers=3,
                                 fusion_dropout=0.2, cls_hidden=128, cls_dropout=0.0, rec_weights=(5.0, 2.0, 20.0),
                                 freeze_text=False)
@@ -77,8 +79,8 @@ class TFRNetConfig(BaselineConfig):
         super().__post_init__()
         if self.d_model % self.heads:
             raise ValueError(f"TFR-Net needs d_model % heads == 0; got d_model={self.d_model}, heads={self.heads}")
-        for name in ("conv_kernels", "fusion_hidden", "rec_weights"):
-            if len(getattr(self, name)) != 3:
+        for name in ("conv_kernels", "fusion_hidden", "rec_weights", "attn_dropout"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != 3:
                 raise ValueError(f"{name} must have one value per modality (text, audio, vision); "
                                  f"got {getattr(self, name)}")
 
@@ -126,9 +128,10 @@ class TFRNet(nn.Module):
         self.proj = nn.ModuleDict({m: TemporalProjection(self.raw_dims[m], d, k, cfg.dropout)
                                    for m, k in zip(MODS, cfg.conv_kernels)})
         # 2. alignment: one intra-modal and two inter-modal stacks per target
-        stack = lambda: CrossmodalStack(d, cfg.heads, cfg.layers, cfg.dropout, cfg.attn_dropout)
-        self.intra = nn.ModuleDict({m: stack() for m in MODS})
-        self.inter = nn.ModuleDict({f"{src}_to_{tgt}": stack() for tgt in MODS for src in MODS if src != tgt})
+        attn = dict(zip(MODS, cfg.attn_dropout or (cfg.dropout,) * 3))  # by the keys' modality; intra: text's
+        stack = lambda src: CrossmodalStack(d, cfg.heads, cfg.layers, cfg.dropout, attn[src])
+        self.intra = nn.ModuleDict({m: stack("text") for m in MODS})
+        self.inter = nn.ModuleDict({f"{src}_to_{tgt}": stack(src) for tgt in MODS for src in MODS if src != tgt})
         # 3. generator (training only: the name starts with "recon.")
         self.recon = nn.ModuleDict({m: Generator(3 * d, self.raw_dims[m], cfg.heads, cfg.gen_layers, cfg.dropout)
                                     for m in MODS})
@@ -185,7 +188,7 @@ class TFRNet(nn.Module):
             observed = batch.missing.get(m)
             if observed is None:
                 continue
-            dropped = (~pad[m] & (observed.to(rec[m].device) < 0.5)).float()  # D_m
+            dropped = (~pad[m] & (observed.to(rec[m].device) < 0.5)).float()  # Ω_m
             err = F.smooth_l1_loss(rec[m].float(), target[m].float(), reduction="none").mean(-1)
             total = total + lam * (err * dropped).sum() / dropped.sum().clamp(min=1.0)
         return total, rec
