@@ -41,7 +41,8 @@ def dropout_mask(shape, p: float, device) -> Tensor:
     if device.type != "cpu":
         return torch.rand(shape, device=device) < p
     n = math.prod(shape)
-    bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_().view(torch.int32)[:n]
+    # random_(-2**63, None): all 64 bits random (a plain random_() leaves the sign bit 0)
+    bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-2 ** 63, None).view(torch.int32)[:n]
     return (bits < round(p * 2 ** 32) - 2 ** 31).view(shape)
 
 
