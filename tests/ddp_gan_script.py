@@ -40,4 +40,5 @@ t.fit(make_loader(splits["train"], 8, shuffle=True, seed=1), make_loader(splits[
 if dist.get_rank() == 0:
     moved = bool(t.history[-1].get("d_loss") is not None)
     print(json.dumps({"world": dist.get_world_size(), "same_discriminator": all(check.same), "d_stepped": moved}))
+dist.barrier()  # both ranks done before the group goes (a rank leaving early aborts the other)
 dist.destroy_process_group()

@@ -21,4 +21,5 @@ dist.all_gather(gathered, flat)
 if dist.get_rank() == 0:
     same = all(torch.equal(gathered[0], g) for g in gathered[1:])
     print(json.dumps({"world": dist.get_world_size(), "same": same, "epochs": len(t.history)}))
+dist.barrier()  # both ranks done before the group goes (a rank leaving early aborts the other)
 dist.destroy_process_group()

@@ -12,7 +12,9 @@ each with a residual.  One Block (and one pooling) is shared by both directions,
 modalities and all layers.  DAST-GAN swaps Eq. 3 for its dynamic attention (``mmsa.fusion.dam``).
 
 Masks are boolean, True = valid.  A query whose keys are all masked (e.g. a modality with no
-valid step) gets a zero attention output (and zero weights) instead of NaN.
+valid step) gets a zero attention output (and zero weights) instead of NaN.  Attention runs
+through ``mmsa.attention.mha`` (fused ``F.scaled_dot_product_attention`` kernels, the parameters
+of ``nn.MultiheadAttention``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from mmsa.attention import Dropout, LengthGroups, mha
 
 
 def sinusoidal_positions(T: int, D: int, device=None, dtype=torch.float32) -> Tensor:
@@ -34,38 +38,8 @@ def sinusoidal_positions(T: int, D: int, device=None, dtype=torch.float32) -> Te
     return pe.to(dtype)
 
 
-def masked_attention(mha: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
-                     valid: Optional[Tensor] = None, attn_bias: Optional[Tensor] = None,
-                     need_weights: bool = False) -> tuple[Tensor, Optional[Tensor]]:
-    """``nn.MultiheadAttention`` (batch_first) with a NaN-free key mask.
-
-    valid:     (B, S) bool, True = the key may be attended; None = all keys valid.
-    attn_bias: optional additive float bias (B, T, S), shared by all heads.
-    Returns (out (B,T,D), weights (B,heads,T,S) or None).  Samples with no valid key get
-    out = 0 and weights = 0.
-    """
-    B, T, _ = query.shape
-    S = key.shape[1]
-    H = mha.num_heads
-    empty = keep = mask = None
-    if valid is not None:
-        valid = valid.bool()
-        empty = ~valid.any(1)                        # (B,)
-        keep = valid | empty[:, None]                # let empty rows attend anywhere, zeroed below
-    if attn_bias is not None:                        # one float mask (B*H, T, S), batch-major
-        mask = attn_bias.to(query.dtype).expand(B, T, S)
-        if keep is not None:
-            mask = mask.masked_fill(~keep[:, None], float("-inf"))
-        mask = mask.repeat_interleave(H, dim=0)
-        keep = None
-    out, w = mha(query, key, value, attn_mask=mask, key_padding_mask=None if keep is None else ~keep,
-                 need_weights=need_weights, average_attn_weights=False)
-    if empty is not None:
-        alive = (~empty).to(out.dtype)
-        out = out * alive[:, None, None]
-        if w is not None:
-            w = w * alive.to(w.dtype)[:, None, None, None]
-    return out, w
+# the package's attention helper (``mmsa.attention.mha``) under its former name
+masked_attention = mha
 
 
 class GEGLU(nn.Module):
@@ -75,7 +49,7 @@ class GEGLU(nn.Module):
         super().__init__()
         self.inp = nn.Linear(dim, 2 * mult * dim)
         self.out = nn.Linear(mult * dim, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         a, gate = self.inp(x).chunk(2, dim=-1)
@@ -100,9 +74,9 @@ class PromotionBlock(nn.Module):
     def forward(self, x: Tensor, ctx: Tensor, x_valid: Optional[Tensor] = None,
                 ctx_valid: Optional[Tensor] = None) -> Tensor:
         c = self.norm_ctx(ctx)
-        x = x + masked_attention(self.cross, self.norm_q(x), c, c, ctx_valid)[0]
+        x = x + mha(self.cross, self.norm_q(x), c, c, ctx_valid)[0]
         h = self.norm_self(x)
-        x = x + masked_attention(self.self_attn, h, h, h, x_valid)[0]
+        x = x + mha(self.self_attn, h, h, h, x_valid)[0]
         return x + self.ff(self.norm_ff(x))
 
 
@@ -139,10 +113,31 @@ class EMT(nn.Module):
         if pool is None:
             raise ValueError("EMT built with pooling=False needs a pool function")
         weights = []
+        groups = [LengthGroups.of(v) for v in valid]
         for _ in range(self.n_layers):
-            new_xs = [self.block(x, g, x_valid=v) for x, v in zip(xs, valid)]          # Eq. 1
-            cands = torch.stack([self.block(g, x, ctx_valid=v) for x, v in zip(xs, valid)], 1)  # Eq. 2
-            g, a = pool(g, cands)                                                     # Eq. 3
+            new_xs = [self.local(x, g, v, grp) for x, v, grp in zip(xs, valid, groups)]             # Eq. 1
+            cands = torch.stack([self.globl(g, x, v, grp) for x, v, grp in zip(xs, valid, groups)], 1)  # Eq. 2
+            g, a = pool(g, cands)                                                             # Eq. 3
             xs = new_xs
             weights.append(a)
         return g, xs, torch.stack(weights, 1)
+
+    # Eq. 1 and 2 for one modality.  On a CPU they run on groups of clips of similar length, each
+    # cut after its longest member's last valid step (``mmsa.attention.LengthGroups``): the
+    # same values at the valid steps as one padded call, at a fraction of the cost; the padding
+    # steps past a group's cut keep their input (nothing reads them).
+    def local(self, x: Tensor, g: Tensor, valid: Tensor, groups: Optional[LengthGroups]) -> Tensor:
+        """X_m <- Block(X_m, G)  (Eq. 1)."""
+        if groups is None:
+            return self.block(x, g, x_valid=valid)
+        return groups.merge([torch.cat([self.block(x_[:, :t], g_, x_valid=v_[:, :t]), x_[:, t:]], 1)
+                             for x_, g_, v_, t in zip(groups.split(x), groups.split(g), groups.split(valid),
+                                                      groups.cuts)])
+
+    def globl(self, g: Tensor, x: Tensor, valid: Tensor, groups: Optional[LengthGroups]) -> Tensor:
+        """G^(m) <- Block(G, X_m)  (Eq. 2)."""
+        if groups is None:
+            return self.block(g, x, ctx_valid=valid)
+        return groups.merge([self.block(g_, x_[:, :t], ctx_valid=v_[:, :t])
+                             for g_, x_, v_, t in zip(groups.split(g), groups.split(x), groups.split(valid),
+                                                      groups.cuts)])

@@ -21,6 +21,11 @@ of Eq. 9 averaged over its T query steps.  Because step t is anchored at relativ
 (t+½)/T, a cue in the modality's own steps [s, e) of a sequence of length n lies at aligned
 steps ≈ [s·T/n, e·T/n).  Where a model *looks* is measured best by occlusion (remove the true
 cue window vs a random window of the same length and compare how much ŷ moves).
+
+The alignment maps of Eq. 8 ((B, heads, T, T_m) per modality, T_m up to 500) are built only on
+request: set ``sta.return_alignment = True`` and the extras carry ``alignment_attention``
+{modality: (B, T, T_m)} (averaged over heads).  Otherwise Eq. 8 runs in a fused kernel that never
+materialises them.
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from mmsa.fusion.emt import GEGLU, masked_attention, sinusoidal_positions
+from mmsa.attention import LengthGroups, mha
+from mmsa.fusion.emt import GEGLU, sinusoidal_positions
 
 
 def alignment_bias(lengths: Tensor, T: int, S: int, sigma: float, dtype) -> Tensor:
@@ -59,6 +65,7 @@ class STA(nn.Module):
         self.ff = GEGLU(dim, ff_mult, dropout)
         self.norm_pool = nn.LayerNorm(dim)
         self.pool_score = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
+        self.return_alignment = False   # True: extras["alignment_attention"] (costly maps, for figures)
 
     def forward(self, xs: list[Tensor], keys: list[Tensor], lengths: list[Tensor], g_pool: Tensor,
                 alpha: Tensor) -> tuple[Tensor, dict]:
@@ -69,18 +76,17 @@ class STA(nn.Module):
         aligned, align_w = [], []
         for m, (x, k, n) in enumerate(zip(xs, keys, lengths)):                      # Eq. 8
             q = (self.queries[m].to(x.dtype) + pe).expand(B, T, D)
-            kv = self.norm_align(x)
             bias = alignment_bias(n.to(x.device), T, x.shape[1], self.sigma, x.dtype) if self.sigma else None
-            a, w = masked_attention(self.align, q, kv, kv, k, bias, need_weights=True)
+            a, w = self.align_one(q, x, k, bias)
             aligned.append(a)
-            align_w.append(w.mean(1))
+            align_w.append(None if w is None else w.mean(1))
         A = torch.stack(aligned, 1)                                                 # (B,3,T,D)
         avail = torch.stack([k.any(1) for k in keys], 1)                            # (B,3) bool
         step_valid = avail[:, :, None].expand(B, M, T)
 
         a = A.reshape(B * M, T, D)                                                  # Eq. 9
         h = self.norm_t(a)
-        ht, wt = masked_attention(self.temporal, h, h, h, step_valid.reshape(B * M, T), need_weights=True)
+        ht, wt = mha(self.temporal, h, h, h, step_valid.reshape(B * M, T), need_weights=True)
         Ht = (a + ht).reshape(B, M, T, D)
         temporal_attention = wt.mean(2).reshape(B, M, -1, T).transpose(1, 2)      # (B,heads,3,T)
 
@@ -88,8 +94,8 @@ class STA(nn.Module):
         ctx = torch.cat([sp, g_pool[:, None].expand(B, T, D).reshape(B * T, 1, D)], 1)
         ctx_valid = torch.cat([avail[:, None].expand(B, T, M).reshape(B * T, M),
                                torch.ones(B * T, 1, dtype=torch.bool, device=A.device)], 1)
-        c = self.norm_s(ctx)
-        hs, _ = masked_attention(self.spatial, self.norm_s(sp), c, c, ctx_valid)
+        c = self.norm_s(ctx)                                                        # c[:, :M] = LN(sp)
+        hs, _ = mha(self.spatial, c[:, :M], c, c, ctx_valid)
         Hs = A + hs.reshape(B, T, M, D).transpose(1, 2)
 
         g = torch.sigmoid(self.gate(torch.cat([Ht, Hs], -1)))                        # Eq. 11
@@ -101,8 +107,26 @@ class STA(nn.Module):
         beta = torch.nan_to_num(beta, nan=0.0)                                      # no observed step: 0
         pooled = torch.einsum("bmt,bmtd->bmd", beta.to(S.dtype), S)                 # (B,3,D)
         s = torch.einsum("bm,bmd->bd", alpha.to(pooled.dtype), pooled)
-        return s, {"temporal_attention": temporal_attention, "temporal_pooling": beta, "aligned": A,
-                   "alignment_attention": dict(zip(("text", "audio", "vision"), align_w))}
+        extras = {"temporal_attention": temporal_attention, "temporal_pooling": beta, "aligned": A}
+        if self.return_alignment:
+            extras["alignment_attention"] = dict(zip(("text", "audio", "vision"), align_w))
+        return s, extras
+
+
+    def align_one(self, q: Tensor, x: Tensor, keys: Tensor, bias: Optional[Tensor]):
+        """Eq. 8 for one modality: q (B,T,D), x (B,T_m,D), keys (B,T_m), bias (B,T,T_m) ->
+        (aligned (B,T,D), maps (B,heads,T,T_m) or None).  On a CPU the clips run in groups of
+        similar length, each cut after its last key (``mmsa.attention.LengthGroups``)."""
+        groups = None if self.return_alignment else LengthGroups.of(keys)
+        if groups is None:
+            kv = self.norm_align(x)
+            return mha(self.align, q, kv, kv, keys, bias, need_weights=self.return_alignment)
+        parts = []
+        biases = groups.split(bias) if bias is not None else [None] * len(groups.cuts)
+        for q_, x_, k_, b_, t in zip(groups.split(q), groups.split(x), groups.split(keys), biases, groups.cuts):
+            kv = self.norm_align(x_[:, :t])
+            parts.append(mha(self.align, q_, kv, kv, k_[:, :t], None if b_ is None else b_[..., :t])[0])
+        return groups.merge(parts), None
 
 
 class PlainSelfAttention(nn.Module):
@@ -121,7 +145,7 @@ class PlainSelfAttention(nn.Module):
         pooled = []
         for x, k in zip(xs, keys):
             h = self.norm(x)
-            x = x + masked_attention(self.attn, h, h, h, k)[0]
+            x = x + mha(self.attn, h, h, h, k)[0]
             x = x + self.ff(self.norm_ff(x))
             w = k.to(x.dtype)[..., None]
             pooled.append((x * w).sum(1) / w.sum(1).clamp(min=1.0))

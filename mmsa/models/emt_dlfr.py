@@ -99,17 +99,10 @@ def stack_views(a: Batch, b: Batch) -> Batch:
     def cat(x, y):
         return None if x is None or y is None else torch.cat([x, y.to(x.device)], 0)
 
-    host = {}
-    for m in MODALITIES:
-        la, lb = getattr(a, f"{m}_lengths"), getattr(b, f"{m}_lengths")
-        if la is not None and lb is not None:
-            host[m] = torch.cat([a.lengths(m, device="cpu"), b.lengths(m, device="cpu")])
-    out = Batch(audio=cat(a.audio, b.audio), vision=cat(a.vision, b.vision), label=cat(a.label, b.label),
+    return Batch(audio=cat(a.audio, b.audio), vision=cat(a.vision, b.vision), label=cat(a.label, b.label),
                 text=cat(a.text, b.text), text_ids=cat(a.text_ids, b.text_ids), text_mask=cat(a.text_mask, b.text_mask),
                 text_lengths=cat(a.text_lengths, b.text_lengths), audio_lengths=cat(a.audio_lengths, b.audio_lengths),
                 vision_lengths=cat(a.vision_lengths, b.vision_lengths))
-    out.host_lengths = {m: (getattr(out, f"{m}_lengths"), v) for m, v in host.items()}
-    return out
 
 
 def split_views(tree, B: int):
@@ -177,8 +170,8 @@ class EMTDLFR(nn.Module):
     def encode(self, batch: Batch) -> dict:
         """Run the three encoders -> locals {m: (B,T_m,d_m)}, globals {m: (B,d_m)}, valid masks."""
         t_loc, t_glob = self.text_encoder(batch)
-        a_loc, a_glob = self.audio_encoder(batch.audio, batch.lengths("audio", device="cpu"))
-        v_loc, v_glob = self.vision_encoder(batch.vision, batch.lengths("vision", device="cpu"))
+        a_loc, a_glob = self.audio_encoder(batch.audio, batch.lengths("audio"))
+        v_loc, v_glob = self.vision_encoder(batch.vision, batch.lengths("vision"))
         return {"local": {"text": t_loc, "audio": a_loc, "vision": v_loc},
                 "global": {"text": t_glob, "audio": a_glob, "vision": v_glob},
                 "valid": {m: valid_mask(batch, m) for m in MODALITIES}}

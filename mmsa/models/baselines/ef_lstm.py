@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmsa.models import register
-from mmsa.models.baselines.common import (BaselineConfig, build_config, check_av, finish, lengths_of, run_rnn,
+from mmsa.models.baselines.common import (BaselineConfig, build_config, check_av, finish, lengths_of, rnn_last,
                                           supervised_loss, text_encoder)
 from mmsa.types import Batch, ModelOutput
 
@@ -62,10 +62,10 @@ class EFLSTM(nn.Module):
         audio = segment_average(batch.audio, lengths_of(batch, "audio", batch.audio.shape[1]), n, L)
         vision = segment_average(batch.vision, lengths_of(batch, "vision", batch.vision.shape[1]), n, L)
         x = self.norm(torch.cat([text, audio, vision], dim=-1))
-        _, (h, _) = run_rnn(self.lstm, x, n)
-        pred = finish(self.head(h[-1]), self.cfg.num_classes)
+        _, h = rnn_last(self.lstm, x, n)  # last layer's state at each sentence's last token
+        pred = finish(self.head(h), self.cfg.num_classes)
         losses = {"task": supervised_loss(pred, batch.label, self.cfg.num_classes)}
-        return ModelOutput(pred=pred, losses=losses, extras={"fused": h[-1]})
+        return ModelOutput(pred=pred, losses=losses, extras={"fused": h})
 
 
 @register("ef_lstm")

@@ -26,7 +26,7 @@ from torch import nn
 
 from mmsa.models import register
 from mmsa.models.baselines.common import (MODS, BaselineConfig, build_config, check_av, finish, lengths_of,
-                                          masked_mean, run_rnn, supervised_loss, text_encoder, valid_mask)
+                                          masked_mean, birnn, supervised_loss, text_encoder, valid_mask)
 from mmsa.types import Batch, ModelOutput
 
 
@@ -74,8 +74,8 @@ class StackedBiLSTM(nn.Module):
         self.rnn2 = nn.LSTM(2 * hidden, hidden, batch_first=True, bidirectional=True)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        out1, (h1, _) = run_rnn(self.rnn1, x, lengths)
-        _, (h2, _) = run_rnn(self.rnn2, self.norm(out1), lengths)
+        out1, h1 = birnn(self.rnn1, x, lengths)
+        _, h2 = birnn(self.rnn2, self.norm(out1), lengths)
         return torch.cat([h1[0], h1[1], h2[0], h2[1]], dim=-1)
 
 
