@@ -2,8 +2,9 @@
 
 One *step* is what the book's Trainer does per batch: forward, the model's full training loss,
 backward, Adam (and, for DAST-GAN, the discriminator step of its GAN schedule, after the ramp so
-that the adversarial term is paid).  Data: a MOSI-format feature pickle that this script writes
-(the public layout of data/README.md: text 50 BERT ids, audio 375 x 5, vision 500 x 20, random
+that the adversarial term is paid).  Every training batch is made incomplete by the book's
+training transform (random missing rate in [0, 0.6]), as the Trainer does.  Data: a MOSI-format
+feature pickle that this script writes (the public layout of data/README.md: text 50 BERT ids, audio 375 x 5, vision 500 x 20, random
 lengths, -inf-free), read with ``mmsa.data.load_features`` like a downloaded file.  Text goes
 through the packaged MiniLM, frozen (cached per sentence; every step reads new sentences, so the
 encoding is paid) unless the model's preset fine-tunes it.
@@ -44,7 +45,7 @@ import torch
 
 MOSI = dict(L=50, Ta=375, Tv=500, da=5, dv=20)
 FIELDS = ["date", "machine", "device", "threads", "model", "preset", "batch", "steps", "params",
-          "seconds_per_step", "steps_per_s", "peak_memory_mib", "reference_steps_per_s", "ours_over_reference",
+          "seconds_per_step", "steps_per_s", "infer_seconds_per_batch", "peak_memory_mib", "reference_steps_per_s", "ours_over_reference",
           "amp"]
 
 
@@ -87,6 +88,7 @@ def peak_mib(device: torch.device) -> float:
 def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: int) -> dict:
     """Build ``name`` at the papers' sizes, run 1 untimed + ``steps`` timed training steps."""
     from mmsa import data as mdata
+    from mmsa.missing import make_train_transform
     from mmsa.models import build_for_data, count_parameters
     from mmsa.train import amp_dtype, resolve_device
 
@@ -106,11 +108,13 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
         trainer = SimpleNamespace(model=model, device=dev, epoch=10 ** 3)
         gan.on_fit_start(trainer)
     dtype = amp_dtype(dev)
+    # the book's incomplete training view (random rate in [0, 0.6], 4 masks per sentence), as the Trainer applies it
+    transform = make_train_transform("random", (0.0, 0.6), base_seed=0, text_bank=4)
     loader = mdata.make_loader(split, batch, shuffle=False, seed=0)
     model.train()
     times = []
     for i, b in zip(range(steps + 1), loader):
-        b = b.to(dev)
+        b = transform(b, 1, i).to(dev)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -128,8 +132,20 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
         if i == 0 and dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
     sec = float(np.mean(times[1:]))
+    model.eval()                                                # inference: one view, no losses' backward
+    infer = []
+    with torch.no_grad():
+        for i, b in zip(range(steps + 1), loader):
+            b = b.to(dev)
+            t0 = time.perf_counter()
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                model(b)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            infer.append(time.perf_counter() - t0)
     return dict(model=name, preset="mmsa" if kw else "mosi", batch=batch, steps=steps,
                 params=count_parameters(model), seconds_per_step=round(sec, 4), steps_per_s=round(1 / sec, 4),
+                infer_seconds_per_batch=round(float(np.mean(infer[1:])), 4),
                 peak_memory_mib=round(peak_mib(dev), 1), device=str(dev), amp=str(dtype).replace("torch.", "") if dtype else "fp32")
 
 
@@ -193,6 +209,7 @@ def main(argv=None) -> int:
                        ours_over_reference=round(row["steps_per_s"] / ref, 3) if ref else "")
             rows.append(row)
             print(f"{name:10s} {row['preset']:5s} {row['seconds_per_step']:8.3f} s/step  {row['steps_per_s']:7.3f} steps/s  "
+                  f"infer {row['infer_seconds_per_batch']:.3f} s/batch  "
                   f"peak {row['peak_memory_mib']:7.0f} MiB  params {row['params']:,}"
                   + (f"  reference {ref:.3f} steps/s -> x{row['ours_over_reference']}" if ref else ""), flush=True)
     out = Path(a.out)
