@@ -3,11 +3,15 @@
 One *step* is what the book's Trainer does per batch: forward, the model's full training loss,
 backward, Adam (and, for DAST-GAN, the discriminator step of its GAN schedule, after the ramp so
 that the adversarial term is paid).  Every training batch is made incomplete by the book's
-training transform (random missing rate in [0, 0.6]), as the Trainer does.  Data: a MOSI-format
-feature pickle that this script writes (the public layout of data/README.md: text 50 BERT ids, audio 375 x 5, vision 500 x 20, random
-lengths, -inf-free), read with ``mmsa.data.load_features`` like a downloaded file.  Text goes
-through the packaged MiniLM, frozen (cached per sentence; every step reads new sentences, so the
-encoding is paid) unless the model's preset fine-tunes it.
+training transform (random missing rate in [0, 0.6]), as the Trainer does.
+
+Data: a MOSI-format feature pickle that this script writes (the public layout of data/README.md:
+text 50 BERT ids, audio 375 x 5, vision 500 x 20, random lengths), read with
+``mmsa.data.load_features`` like a downloaded file.  Text goes through the packaged MiniLM: fine-tuned
+where the model's preset says so (EMT-DLFR, DAST-GAN, MISA, Self-MM, TFR-Net), else frozen and cached
+per sentence.  By default the timed batches are first passed once without gradients, which fills that
+cache, as from a real training's second epoch (the reference toolkit's non-BERT models likewise read
+precomputed text features); ``--cold`` times the first epoch instead, with every sentence encoded.
 
 Each model runs in its own subprocess, so the peak resident memory (CPU) or
 ``torch.cuda.max_memory_allocated`` (CUDA) belongs to that model alone.
@@ -45,7 +49,7 @@ import torch
 
 MOSI = dict(L=50, Ta=375, Tv=500, da=5, dv=20)
 FIELDS = ["date", "machine", "device", "threads", "model", "preset", "batch", "steps", "params",
-          "seconds_per_step", "steps_per_s", "infer_seconds_per_batch", "peak_memory_mib", "reference_steps_per_s", "ours_over_reference",
+          "seconds_per_step", "steps_per_s", "infer_seconds_per_batch", "peak_memory_mib", "text_cache", "reference_steps_per_s", "ours_over_reference",
           "amp"]
 
 
@@ -85,7 +89,7 @@ def peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024          # Linux: KiB
 
 
-def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: int) -> dict:
+def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: int, warm: bool = True) -> dict:
     """Build ``name`` at the papers' sizes, run 1 untimed + ``steps`` timed training steps."""
     from mmsa import data as mdata
     from mmsa.missing import make_train_transform
@@ -111,10 +115,15 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
     # the book's incomplete training view (random rate in [0, 0.6], 4 masks per sentence), as the Trainer applies it
     transform = make_train_transform("random", (0.0, 0.6), base_seed=0, text_bank=4)
     loader = mdata.make_loader(split, batch, shuffle=False, seed=0)
+    batches = [transform(b, 1, i) for i, b in zip(range(steps + 1), loader)]
+    if warm:                                  # fill the frozen-BERT cache (see the module docstring)
+        with torch.no_grad():
+            for b in batches:
+                model.eval()(b.to(dev))
     model.train()
     times = []
-    for i, b in zip(range(steps + 1), loader):
-        b = transform(b, 1, i).to(dev)
+    for i, b in enumerate(batches):
+        b = b.to(dev)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -135,7 +144,7 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
     model.eval()                                                # inference: one view, no losses' backward
     infer = []
     with torch.no_grad():
-        for i, b in zip(range(steps + 1), loader):
+        for b in batches:
             b = b.to(dev)
             t0 = time.perf_counter()
             with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -146,7 +155,7 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
     return dict(model=name, preset="mmsa" if kw else "mosi", batch=batch, steps=steps,
                 params=count_parameters(model), seconds_per_step=round(sec, 4), steps_per_s=round(1 / sec, 4),
                 infer_seconds_per_batch=round(float(np.mean(infer[1:])), 4),
-                peak_memory_mib=round(peak_mib(dev), 1), device=str(dev), amp=str(dtype).replace("torch.", "") if dtype else "fp32")
+                peak_memory_mib=round(peak_mib(dev), 1), text_cache="warm" if warm else "cold", device=str(dev), amp=str(dtype).replace("torch.", "") if dtype else "fp32")
 
 
 MMSA_MODELS = ("lf_dnn", "ef_lstm", "tfn", "lmf", "mult", "misa", "self_mm", "tfr_net")
@@ -174,12 +183,14 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="timed steps (after one untimed step)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cold", action="store_true",
+                    help="time with an empty frozen-BERT cache (every step encodes its sentences)")
     ap.add_argument("--reference", help="JSON lines of the reference toolkit's steps/s (same shapes, same session)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.csv")))
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "PICKLE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one:                                            # child process: one model, one JSON line
-        print(json.dumps(time_one(a.one[0], a.one[1], a.batch, a.steps, a.device, a.threads)))
+        print(json.dumps(time_one(a.one[0], a.one[1], a.batch, a.steps, a.device, a.threads, not a.cold)))
         return 0
     names = a.models or [m for m in available() if m != "cmsta_cg"]
     unknown = sorted(set(names) - set(available()))
@@ -197,7 +208,7 @@ def main(argv=None) -> int:
         rows = []
         for name in names:
             cmd = [sys.executable, __file__, "--one", name, str(pkl), "--batch", str(a.batch),
-                   "--steps", str(a.steps), "--threads", str(a.threads), "--device", a.device]
+                   "--steps", str(a.steps), "--threads", str(a.threads), "--device", a.device] + (["--cold"] if a.cold else [])
             res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
             if res.returncode != 0:
                 print(f"{name}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
