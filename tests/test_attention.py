@@ -78,3 +78,73 @@ def test_dropout_mask_rate_and_seed():
     y = d(torch.ones(1000))
     assert set(y.unique().tolist()) <= {0.0, 2.0}
     assert torch.equal(d.eval()(torch.ones(4)), torch.ones(4))
+
+
+# ---------------------------------------------------------------- every model, helper vs module
+def _reference_mha(module, query, key, value, valid=None, bias=None, need_weights=False):
+    """What the models computed before the helper: nn.MultiheadAttention itself (empty rows -> 0)."""
+    kpm = empty = None
+    if valid is not None:
+        kpm = ~valid.bool()
+        empty = kpm.all(1)
+        kpm = kpm & ~empty[:, None]
+    mask = None if bias is None else bias.float().repeat_interleave(module.num_heads, 0)
+    if kpm is not None and mask is not None:
+        mask = mask.masked_fill(kpm.repeat_interleave(module.num_heads, 0)[:, None, :], float("-inf"))
+        kpm = None
+    out, w = module(query, key, value, key_padding_mask=kpm, attn_mask=mask, need_weights=need_weights,
+                    average_attn_weights=False)
+    if empty is not None:
+        out = out * (~empty).to(out.dtype)[:, None, None]
+        w = None if w is None else w * (~empty).to(w.dtype)[:, None, None, None]
+    return out, w
+
+
+def _reference_attend(q, k, v, valid=None, bias=None, dropout_p=0.0, need_weights=False):
+    """softmax(q kᵀ/√d + bias, over the valid keys) v, written out (eval: no dropout)."""
+    scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    if bias is not None:
+        scores = scores + (bias[:, None] if bias.dim() == 3 else bias)
+    alive = None
+    if valid is not None:
+        empty = ~valid.any(1)
+        scores = scores.masked_fill(~(valid | empty[:, None])[:, None, None, :], float("-inf"))
+        alive = (~empty).to(q.dtype)
+    w = scores.softmax(-1)
+    out = w @ v
+    if alive is not None:
+        out, w = out * alive[:, None, None, None], w * alive[:, None, None, None]
+    return out, (w if need_weights else None), alive
+
+
+@pytest.mark.parametrize("name", ["emt_dlfr", "dast_gan", "mult", "tfr_net"])
+def test_models_give_the_outputs_of_nn_multihead_attention(name, monkeypatch):
+    """Each model that attends through mmsa.attention, in fp32 eval mode, complete and with
+    missing steps: the same outputs (1e-5) as with the reference implementations above."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_no_oracle import CONFIGS, complete_batch
+
+    from mmsa import missing
+    from mmsa.models import build
+    import mmsa.fusion.emt as emt
+    import mmsa.fusion.sta as sta
+    import mmsa.models.baselines.common as common
+
+    kw, bkw = CONFIGS[name]
+    torch.manual_seed(0)
+    model = build(name, **kw).eval()
+    batches = [complete_batch(**bkw)]
+    batches.append(missing.apply(batches[0], "random", 0.5, seed=3))
+
+    def outputs():
+        with torch.no_grad():
+            return [model(b) for b in batches]
+
+    ours = outputs()
+    monkeypatch.setattr(emt, "mha", _reference_mha)
+    monkeypatch.setattr(sta, "mha", _reference_mha)
+    monkeypatch.setattr(common, "attend", _reference_attend)
+    ref = outputs()
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a.pred, b.pred, atol=1e-5, rtol=1e-5)
