@@ -10,6 +10,8 @@ from mmsa.models.baselines import CONFIGS, MMSA_TRAIN, TFN, UnimodalLabelGenerat
 from mmsa.train import TrainConfig, param_groups
 from mmsa.types import Batch
 
+from batches import bert_ids
+
 CLS, SEP, UNK = 101, 102, 100
 DIMS = dict(text_model="tiny", audio_dim=5, vision_dim=7)
 TEXT_DIM = 32  # the tiny BERT's width
@@ -32,12 +34,7 @@ def make_batch(B=4, L=7, Ta=9, Tv=8, seed=0, classes=1):
     g = torch.Generator().manual_seed(seed)
     lengths = lambda T, low: torch.randint(low, T + 1, (B,), generator=g).index_fill_(0, torch.tensor([0]), T)
     tl, al, vl = lengths(L, 3), lengths(Ta, 1), lengths(Tv, 1)
-    ids = torch.randint(1000, 2000, (B, L), generator=g)
-    ids[:, 0] = CLS
-    for b in range(B):
-        ids[b, tl[b] - 1] = SEP
-        ids[b, tl[b]:] = 0
-    mask = (torch.arange(L)[None] < tl[:, None]).long()
+    ids, mask = bert_ids(tl, L, g)
     seq = lambda T, d, n: torch.randn(B, T, d, generator=g) * (torch.arange(T)[None] < n[:, None])[..., None]
     if classes > 1:
         label = torch.arange(B) % classes

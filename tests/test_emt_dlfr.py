@@ -6,6 +6,8 @@ from mmsa.losses import reconstruction_loss, simsiam_loss, task_loss
 from mmsa.models import build, count_parameters, inference_parameters
 from mmsa.types import Batch
 
+from batches import bert_ids
+
 UNK, CLS, SEP = 100, 101, 102
 
 
@@ -19,12 +21,7 @@ def make_batch(B=4, L=9, Ta=12, Tv=10, da=5, dv=20, drop=0.4, seed=0, text_dim=N
     tl = torch.tensor([L, L - 2, 4, L - 1][:B])
     al = torch.tensor([Ta, Ta - 3, 5, 2][:B])
     vl = torch.tensor([Tv, 1, Tv - 4, 6][:B])
-    ids = torch.randint(1000, 2000, (B, L), generator=g)
-    ids[:, 0] = CLS
-    for b in range(B):
-        ids[b, tl[b] - 1] = SEP
-        ids[b, tl[b]:] = 0
-    mask = (torch.arange(L)[None] < tl[:, None]).long()
+    ids, mask = bert_ids(tl, L, g)
     a = torch.randn(B, Ta, da, generator=g) * (torch.arange(Ta)[None] < al[:, None])[..., None]
     v = torch.randn(B, Tv, dv, generator=g) * (torch.arange(Tv)[None] < vl[:, None])[..., None]
     label = torch.randint(0, label_classes, (B,), generator=g) if label_classes else torch.rand(B, generator=g) * 6 - 3

@@ -5,16 +5,12 @@ import torch
 from mmsa.encoders import CLS_ID, SEP_ID, SequenceEncoder, TextEncoder
 from mmsa.types import Batch
 
+from batches import bert_ids
+
 
 def text_batch(B=3, L=7, feats=None, with_ids=True):
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 2000, (B, L), generator=g)
-    lengths = torch.tensor([L, L - 2, 3][:B])
-    mask = (torch.arange(L)[None] < lengths[:, None]).long()
-    ids[:, 0] = CLS_ID
-    for b in range(B):
-        ids[b, lengths[b] - 1] = SEP_ID
-        ids[b, lengths[b]:] = 0
+    ids, mask = bert_ids(torch.tensor([L, L - 2, 3][:B]), L, g)
     return Batch(audio=torch.zeros(B, 2, 1), vision=torch.zeros(B, 2, 1), label=torch.zeros(B),
                  text_ids=ids if with_ids else None, text_mask=mask, text=feats)
 

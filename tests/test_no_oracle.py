@@ -18,6 +18,8 @@ from mmsa import missing
 from mmsa.models import available, build
 from mmsa.types import Batch
 
+from batches import bert_ids
+
 CLS, SEP, UNK = 101, 102, 100
 
 BASE = dict(text_model="tiny", audio_dim=5, vision_dim=20)
@@ -50,12 +52,7 @@ def complete_batch(B=4, L=9, Ta=12, Tv=10, dt=12, da=5, dv=20, classes=0, seed=0
     tl, al, vl = torch.tensor([L, L - 2, 5, 4]), torch.tensor([Ta, Ta - 3, 6, 3]), torch.tensor([Tv, 2, Tv - 4, 6])
     if Tv == 49:  # an image-patch grid has no padding
         vl = torch.full((B,), Tv)
-    ids = torch.randint(1000, 2000, (B, L), generator=g)
-    ids[:, 0] = CLS
-    for b in range(B):
-        ids[b, tl[b] - 1] = SEP
-        ids[b, tl[b]:] = 0
-    mask = (torch.arange(L)[None] < tl[:, None]).long()
+    ids, mask = bert_ids(tl, L, g)
     seq = lambda T, d, n: torch.randn(B, T, d, generator=g) * (torch.arange(T)[None] < n[:, None])[..., None]
     label = torch.arange(B) % classes if classes else torch.linspace(-2.0, 2.5, B)
     truth = {"reliability": torch.rand(B, 3, generator=g), "cue_window": torch.zeros(B, 3, 2, dtype=torch.long),

@@ -172,3 +172,18 @@ def test_nothing_cites_the_private_design_note():
     assert not hits, "cite docs/design.md §N instead:\n" + "\n".join(hits)
     for rel in SPEC_PENDING:  # an entry whose file no longer cites it must leave the list
         assert pattern.search((ROOT / rel).read_text()), f"{rel} is clean now: remove it from SPEC_PENDING"
+
+
+def test_index_lists_what_has_run(tmp_path, monkeypatch, capsys):
+    """The index's one parameters cell and its code: chapters with and without key numbers."""
+    nb = nbformat.read(NOTEBOOKS / "index.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+    (tmp_path / "02.json").write_text('{"dataset": "mosi", "n_train": 24}')
+    monkeypatch.chdir(ROOT)
+    scope = {}
+    for c in code:
+        exec(c.source.replace('"build/metrics"', repr(str(tmp_path))), scope)
+    table = scope["table"].set_index("chapter")
+    assert table["run here"].sum() == 1 and table.loc["02_emt_dlfr", "training clips"] == 24
+    assert f"1 of {len(CHAPTERS)} chapters" in capsys.readouterr().out
