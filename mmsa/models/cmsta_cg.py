@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmsa.attention import mha
 from mmsa.config import make_config
 from mmsa.models import register
 from mmsa.types import Batch, ModelOutput
@@ -203,8 +204,8 @@ class CrossModalAttention(nn.Module):
             # the map is returned (for the notebook) only by the last layer in eval mode: training uses
             # the fused kernel, which never materialises it
             want = not self.training and k == len(self.attn) - 1
-            z, w = attn(h, kv, kv, key_padding_mask=kv_pad, need_weights=want)
-            weights = w if want else weights
+            z, w = mha(attn, h, kv, kv, ~kv_pad, need_weights=want)
+            weights = w.mean(1) if want else weights             # the heads' mean map (B, Lq, Lk)
             h = norm(h + alpha * z)  # eq. (2) residual with learnable alpha_i, eq. (3) LayerNorm
         return h, weights  # eq. (4): F_qk = F_q^(num_layers)
 

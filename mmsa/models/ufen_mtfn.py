@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mmsa.attention import mha
 from mmsa.config import make_config
 from mmsa.encoders import TextEncoder
 from mmsa.models import register
@@ -139,7 +140,7 @@ class UFENLayer(nn.Module):
         x = x * mask.unsqueeze(-1).to(x.dtype)  # padding must not leak into the convolution
         h = F.relu(self.conv(x.transpose(1, 2)).transpose(1, 2))  # Eq. 3: X^layer = Conv1D(X, K, F)
         if self.attn is not None:  # Eq. 4: Attention(Q=K=V=X^layer)
-            a, _ = self.attn(h, h, h, key_padding_mask=~mask, need_weights=False)
+            a, _ = mha(self.attn, h, h, h, mask)                  # (a clip with no valid step: a = 0)
             z = self.norm(h + a)
         else:
             z = h
@@ -194,7 +195,7 @@ class CrossModalAttention(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_m)
 
     def forward(self, xi, xj, mask_j):
-        a, _ = self.attn(xi, xj, xj, key_padding_mask=~mask_j, need_weights=False)  # MhAtt(Q_i, K_j, V_j)
+        a, _ = mha(self.attn, xi, xj, xj, mask_j)  # MhAtt(Q_i, K_j, V_j)
         return self.norm(xi + a)  # CA_{i->j} = LN(X_i + MhAtt(...))
 
 
