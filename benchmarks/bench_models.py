@@ -13,6 +13,10 @@ per sentence.  By default the timed batches are first passed once without gradie
 cache, as from a real training's second epoch (the reference toolkit's non-BERT models likewise read
 precomputed text features); ``--cold`` times the first epoch instead, with every sentence encoded.
 
+``--text-model toolkit-tiny`` swaps our MiniLM (22.7 M parameters) for a BERT of the reference
+runner's shape (2 layers, hidden 768, vocabulary 1000: 9.6 M), the one the toolkit fine-tunes offline,
+so that MISA, Self-MM and TFR-Net are compared at an equal text encoder too.
+
 Each model runs in its own subprocess, so the peak resident memory (CPU) or
 ``torch.cuda.max_memory_allocated`` (CUDA) belongs to that model alone.
 
@@ -50,7 +54,7 @@ import torch
 MOSI = dict(L=50, Ta=375, Tv=500, da=5, dv=20)
 FIELDS = ["date", "machine", "device", "threads", "model", "preset", "batch", "steps", "params",
           "seconds_per_step", "steps_per_s", "infer_seconds_per_batch", "peak_memory_mib", "text_cache", "reference_steps_per_s", "ours_over_reference",
-          "amp"]
+          "amp", "text_model"]
 
 
 def write_mosi_pickle(path: Path, n: int, seed: int = 0) -> Path:
@@ -62,7 +66,7 @@ def write_mosi_pickle(path: Path, n: int, seed: int = 0) -> Path:
         ids = np.zeros((n, MOSI["L"]), np.int64)
         mask = np.zeros_like(ids)
         for i, k in enumerate(tl):
-            ids[i, :k] = [101, *rng.integers(1000, 28000, k - 2), 102]
+            ids[i, :k] = [101, *rng.integers(104, 1000, k - 2), 102]   # in both vocabularies (--text-model)
             mask[i, :k] = 1
         al, vl = rng.integers(50, MOSI["Ta"] + 1, n), rng.integers(50, MOSI["Tv"] + 1, n)
         audio = rng.normal(size=(n, MOSI["Ta"], MOSI["da"])).astype(np.float32)
@@ -83,13 +87,30 @@ def write_mosi_pickle(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
+def write_toolkit_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised BERT of the reference toolkit runner's shape (hidden 768, 2 layers,
+    12 heads, feed-forward 1024, vocabulary 1000: 9.6 M parameters), saved as a local checkpoint.
+
+    Offline, the toolkit fine-tunes that BERT in MISA, Self-MM and TFR-Net (../shared/peer runner);
+    ``--text-model toolkit-tiny`` gives our models the same one, so their steps compare at an
+    equal text encoder.  Speed does not depend on the weights, only on the shapes."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=1000, hidden_size=768, num_hidden_layers=2, num_attention_heads=12,
+                     intermediate_size=1024, max_position_embeddings=512)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
 def peak_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2 ** 20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024          # Linux: KiB
 
 
-def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: int, warm: bool = True) -> dict:
+def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: int, warm: bool = True,
+             text_model: str = "minilm") -> dict:
     """Build ``name`` at the papers' sizes, run 1 untimed + ``steps`` timed training steps."""
     from mmsa import data as mdata
     from mmsa.missing import make_train_transform
@@ -101,6 +122,8 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
     split = mdata.load_features(pkl, "mosi")["train"]
     torch.manual_seed(0)
     kw = {"preset": "mmsa"} if name in MMSA_MODELS else {}         # baselines: the toolkit's MOSI sizes
+    if text_model != "minilm":
+        kw["text_model"] = text_model
     model = build_for_data(name, split, **kw).to(dev)
     params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
     opt = torch.optim.Adam(params, lr=1e-4, foreach=True)
@@ -155,7 +178,8 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
     return dict(model=name, preset="mmsa" if kw else "mosi", batch=batch, steps=steps,
                 params=count_parameters(model), seconds_per_step=round(sec, 4), steps_per_s=round(1 / sec, 4),
                 infer_seconds_per_batch=round(float(np.mean(infer[1:])), 4),
-                peak_memory_mib=round(peak_mib(dev), 1), text_cache="warm" if warm else "cold", device=str(dev), amp=str(dtype).replace("torch.", "") if dtype else "fp32")
+                peak_memory_mib=round(peak_mib(dev), 1), text_cache="warm" if warm else "cold", device=str(dev), amp=str(dtype).replace("torch.", "") if dtype else "fp32",
+                text_model="minilm" if text_model == "minilm" else "toolkit-tiny")
 
 
 MMSA_MODELS = ("lf_dnn", "ef_lstm", "tfn", "lmf", "mult", "misa", "self_mm", "tfr_net")
@@ -187,10 +211,17 @@ def main(argv=None) -> int:
                     help="time with an empty frozen-BERT cache (every step encodes its sentences)")
     ap.add_argument("--reference", help="JSON lines of the reference toolkit's steps/s (same shapes, same session)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("results.csv")))
+    ap.add_argument("--text-model", default="minilm",
+                    help="'minilm' (the packaged MiniLM, 22.7 M) or 'toolkit-tiny' (the reference runner's "
+                         "2-layer BERT, 9.6 M, random weights: equal text encoders for MISA, Self-MM, TFR-Net)")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "PICKLE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.text_model not in ("minilm", "toolkit-tiny") and not Path(a.text_model, "config.json").exists():
+        print(f"--text-model {a.text_model!r}: expected 'minilm', 'toolkit-tiny' or a BERT directory", file=sys.stderr)
+        return 2
     if a.one:                                            # child process: one model, one JSON line
-        print(json.dumps(time_one(a.one[0], a.one[1], a.batch, a.steps, a.device, a.threads, not a.cold)))
+        print(json.dumps(time_one(a.one[0], a.one[1], a.batch, a.steps, a.device, a.threads, not a.cold,
+                                  a.text_model)))
         return 0
     names = a.models or [m for m in available() if m != "cmsta_cg"]
     unknown = sorted(set(names) - set(available()))
@@ -205,10 +236,14 @@ def main(argv=None) -> int:
                 reference[row["model"]] = float(row["steps_per_s"])
     with tempfile.TemporaryDirectory() as tmp:
         pkl = write_mosi_pickle(Path(tmp) / "MOSI" / "unaligned_50.pkl", a.batch * (a.steps + 1))
+        text_model = a.text_model
+        if text_model == "toolkit-tiny":
+            text_model = str(write_toolkit_tiny_bert(Path(tmp) / "toolkit_tiny_bert"))
         rows = []
         for name in names:
             cmd = [sys.executable, __file__, "--one", name, str(pkl), "--batch", str(a.batch),
-                   "--steps", str(a.steps), "--threads", str(a.threads), "--device", a.device] + (["--cold"] if a.cold else [])
+                   "--steps", str(a.steps), "--threads", str(a.threads), "--device", a.device,
+                   "--text-model", text_model] + (["--cold"] if a.cold else [])
             res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
             if res.returncode != 0:
                 print(f"{name}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
@@ -224,12 +259,14 @@ def main(argv=None) -> int:
                   f"peak {row['peak_memory_mib']:7.0f} MiB  params {row['params']:,}"
                   + (f"  reference {ref:.3f} steps/s -> x{row['ours_over_reference']}" if ref else ""), flush=True)
     out = Path(a.out)
-    new = not out.exists()
-    with open(out, "a", newline="") as f:
+    old = []
+    if out.exists():                       # rows of an older layout are kept under today's header
+        with open(out, newline="") as f:
+            old = [{"text_model": "minilm", **r} for r in csv.DictReader(f)]    # before the option: MiniLM
+    with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+        w.writeheader()
+        w.writerows(old + rows)
     print(f"{len(rows)} row(s) appended to {out}")
     return 0 if len(rows) == len(names) else 1
 
