@@ -57,16 +57,19 @@ def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], dropout_p
     """softmax(q kᵀ/√d + mask) v with the weights built; returns (out, weights before dropout).
 
     Written to touch the (B, H, T, S) maps as few times as possible: a key mask enters the
-    product q kᵀ as an additive −inf bias (``baddbmm``), and the dropout's 1/(1 − p) scales v
-    (S × d) instead of the map (T × S)."""
+    product q kᵀ itself, as one more column [q, 1] · [k, bias] = q·k + bias (no pass over the map
+    to add it: ``baddbmm`` would first copy the broadcast bias into the whole T × S output), and the
+    dropout's 1/(1 − p) scales v (S × d) instead of the map (T × S).  The bias column's −inf never
+    reaches a gradient that is used: its products land in the gradient of the constant 1s."""
     B, H, T, d = q.shape
     S = k.shape[2]
     q = q * (1.0 / math.sqrt(d))
     if mask is not None and mask.shape[-2] == 1:                  # a key mask (B, 1, 1, S)
         if mask.dtype == torch.bool:
             mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
-        scores = torch.baddbmm(mask.expand(B, H, 1, S).reshape(B * H, 1, S), q.reshape(B * H, T, d),
-                               k.reshape(B * H, S, d).transpose(1, 2)).view(B, H, T, S)
+        q1 = torch.cat([q, q.new_ones(B, H, T, 1)], -1)
+        k1 = torch.cat([k, mask.to(k.dtype).reshape(B, 1, S, 1).expand(B, H, S, 1)], -1)
+        scores = torch.bmm(q1.reshape(B * H, T, d + 1), k1.reshape(B * H, S, d + 1).transpose(1, 2)).view(B, H, T, S)
     else:
         scores = torch.matmul(q, k.transpose(-2, -1))
         if mask is not None:
