@@ -31,6 +31,13 @@ side-by-side comparison is at equal config.  ``--reference`` reads JSON lines
 ``{"model": ..., "steps_per_s": ...}`` measured by a runner of the reference toolkit (PyPI
 ``mmsa`` 2.2.1) on a file of the same shapes in the same session, and puts them beside ours.
 Rows are appended to ``benchmarks/results.csv`` with the machine's description.
+
+Memory: on a CPU the script, like the Trainer, calls ``mmsa.train.keep_freed_memory()`` (freed
+attention maps stay with the process, so a step does not fault their pages in again; column
+``freed_memory=kept``).  The reference toolkit gains as much from the same glibc setting, given by
+environment variables (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736``): compare ``kept``
+rows with a reference run under those variables, and ``--malloc-default`` rows
+(``freed_memory=returned``) with a reference run without them.
 """
 from __future__ import annotations
 
@@ -54,7 +61,7 @@ import torch
 MOSI = dict(L=50, Ta=375, Tv=500, da=5, dv=20)
 FIELDS = ["date", "machine", "device", "threads", "model", "preset", "batch", "steps", "params",
           "seconds_per_step", "steps_per_s", "infer_seconds_per_batch", "peak_memory_mib", "text_cache", "reference_steps_per_s", "ours_over_reference",
-          "amp", "text_model"]
+          "amp", "text_model", "freed_memory"]
 
 
 def write_mosi_pickle(path: Path, n: int, seed: int = 0) -> Path:
@@ -110,15 +117,16 @@ def peak_mib(device: torch.device) -> float:
 
 
 def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: int, warm: bool = True,
-             text_model: str = "minilm") -> dict:
+             text_model: str = "minilm", keep_freed: bool = True) -> dict:
     """Build ``name`` at the papers' sizes, run 1 untimed + ``steps`` timed training steps."""
     from mmsa import data as mdata
     from mmsa.missing import make_train_transform
     from mmsa.models import build_for_data, count_parameters
-    from mmsa.train import amp_dtype, resolve_device
+    from mmsa.train import amp_dtype, keep_freed_memory, resolve_device
 
     torch.set_num_threads(threads)
     dev = resolve_device(device)
+    kept = dev.type == "cpu" and keep_freed and keep_freed_memory()   # as the Trainer does on a CPU
     split = mdata.load_features(pkl, "mosi")["train"]
     torch.manual_seed(0)
     kw = {"preset": "mmsa"} if name in MMSA_MODELS else {}         # baselines: the toolkit's MOSI sizes
@@ -179,7 +187,8 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
                 params=count_parameters(model), seconds_per_step=round(sec, 4), steps_per_s=round(1 / sec, 4),
                 infer_seconds_per_batch=round(float(np.mean(infer[1:])), 4),
                 peak_memory_mib=round(peak_mib(dev), 1), text_cache="warm" if warm else "cold", device=str(dev), amp=str(dtype).replace("torch.", "") if dtype else "fp32",
-                text_model="minilm" if text_model == "minilm" else "toolkit-tiny")
+                text_model="minilm" if text_model == "minilm" else "toolkit-tiny",
+                freed_memory="kept" if kept else "returned")
 
 
 MMSA_MODELS = ("lf_dnn", "ef_lstm", "tfn", "lmf", "mult", "misa", "self_mm", "tfr_net")
@@ -214,6 +223,10 @@ def main(argv=None) -> int:
     ap.add_argument("--text-model", default="minilm",
                     help="'minilm' (the packaged MiniLM, 22.7 M) or 'toolkit-tiny' (the reference runner's "
                          "2-layer BERT, 9.6 M, random weights: equal text encoders for MISA, Self-MM, TFR-Net)")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="CPU: leave glibc's malloc as it is (freed maps go back to the OS, every step "
+                         "faults its pages in again) instead of mmsa.train.keep_freed_memory(), which the "
+                         "Trainer calls on a CPU")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "PICKLE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.text_model not in ("minilm", "toolkit-tiny") and not Path(a.text_model, "config.json").exists():
@@ -221,7 +234,7 @@ def main(argv=None) -> int:
         return 2
     if a.one:                                            # child process: one model, one JSON line
         print(json.dumps(time_one(a.one[0], a.one[1], a.batch, a.steps, a.device, a.threads, not a.cold,
-                                  a.text_model)))
+                                  a.text_model, not a.malloc_default)))
         return 0
     names = a.models or [m for m in available() if m != "cmsta_cg"]
     unknown = sorted(set(names) - set(available()))
@@ -243,7 +256,8 @@ def main(argv=None) -> int:
         for name in names:
             cmd = [sys.executable, __file__, "--one", name, str(pkl), "--batch", str(a.batch),
                    "--steps", str(a.steps), "--threads", str(a.threads), "--device", a.device,
-                   "--text-model", text_model] + (["--cold"] if a.cold else [])
+                   "--text-model", text_model] + (["--cold"] if a.cold else []) + \
+                  (["--malloc-default"] if a.malloc_default else [])
             res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
             if res.returncode != 0:
                 print(f"{name}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
@@ -262,7 +276,8 @@ def main(argv=None) -> int:
     old = []
     if out.exists():                       # rows of an older layout are kept under today's header
         with open(out, newline="") as f:
-            old = [{"text_model": "minilm", **r} for r in csv.DictReader(f)]    # before the option: MiniLM
+            # before the options: MiniLM, glibc's default malloc
+            old = [{"text_model": "minilm", "freed_memory": "returned", **r} for r in csv.DictReader(f)]
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, FIELDS, extrasaction="ignore")
         w.writeheader()

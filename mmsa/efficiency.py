@@ -38,6 +38,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from mmsa.train import keep_freed_memory, release_freed_memory
 from mmsa.types import Batch
 
 # CMU-MOSI as the DAST-GAN and UFEN+MTFN papers use it: unaligned features of the MMSA toolkit
@@ -199,6 +200,7 @@ def peak_memory_mib(fn: Callable[[], object], device: str | torch.device = "cpu"
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+    release_freed_memory()   # the heap may hold freed pages (keep_freed_memory): count what fn() touches
     start = _proc_status()
     if start is None or not _reset_rss_peak():
         fn()
@@ -220,6 +222,8 @@ class _Step:
 
     def __init__(self, model: nn.Module, batch: Batch, device: torch.device, lr: float = 1e-3):
         self.model, self.batch, self.device = model.to(device).train(), batch.to(device), device
+        if device.type == "cpu":
+            keep_freed_memory()   # as the Trainer does on a CPU
         params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self.trainer = SimpleNamespace(model=model, device=device, epoch=1_000)

@@ -177,3 +177,55 @@ def test_explicit_attention_gradients_with_key_masks_are_finite_and_exact():
     for ours, ref in zip(*grads):
         assert torch.isfinite(ours).all()
         torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["emt_dlfr", "dast_gan", "mult", "tfr_net"])
+def test_length_groups_give_the_outputs_of_one_padded_call(name, monkeypatch):
+    """Long clips (T >= 128) of mixed lengths run in length groups on a CPU: the predictions (and
+    TFR-Net's reconstruction loss, read on the valid dropped steps) equal one padded call's."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_no_oracle import CONFIGS
+
+    from mmsa import missing
+    from mmsa.models import build
+    from mmsa.types import Batch
+
+    kw, _ = CONFIGS[name]
+    kw = dict(kw, **({"dropout": 0.0} if name == "tfr_net" else {}))
+    torch.manual_seed(0)
+    model = build(name, **kw)
+    g = torch.Generator().manual_seed(1)
+    B, L, T = 16, 9, 140
+    tl = torch.randint(3, L + 1, (B,), generator=g)
+    al, vl = torch.randint(1, T + 1, (B,), generator=g), torch.randint(1, T + 1, (B,), generator=g)
+    seq = lambda d, n: torch.randn(B, T, d, generator=g) * (torch.arange(T)[None] < n[:, None])[..., None]
+    ids = torch.randint(1000, 2000, (B, L), generator=g) * (torch.arange(L)[None] < tl[:, None])
+    batch = Batch(text=torch.randn(B, L, 12, generator=g), text_ids=ids, text_mask=(ids > 0).long(), text_lengths=tl,
+                  audio=seq(5, al), vision=seq(20, vl), audio_lengths=al, vision_lengths=vl,
+                  label=torch.linspace(-2, 2, B), ids=[f"s{i}" for i in range(B)])
+    batch = missing.apply(batch, "random", 0.4, seed=2)
+    calls = []
+    of = LengthGroups.of.__func__
+
+    def spy(cls, valid, *a, **k):
+        calls.append(of(cls, valid, *a, **k))
+        return calls[-1]
+
+    def run():
+        model.eval()
+        with torch.no_grad():
+            pred = model(batch).pred
+            if name != "tfr_net":
+                return pred, None
+            model.train()
+            return pred, model(batch).losses["reconstruction"]
+
+    monkeypatch.setattr(LengthGroups, "of", classmethod(spy))
+    grouped = run()
+    assert any(c is not None for c in calls), "the batch did not take the length-group path"
+    monkeypatch.setattr(LengthGroups, "of", classmethod(lambda cls, valid, *a, **k: None))
+    padded = run()
+    torch.testing.assert_close(grouped[0], padded[0], atol=1e-5, rtol=1e-5)
+    if name == "tfr_net":
+        torch.testing.assert_close(grouped[1], padded[1], atol=1e-5, rtol=1e-5)

@@ -353,3 +353,24 @@ def test_bad_sizes_are_errors():
         build("mult", **DIMS, conv_kernels=(1, 2, 3))
     with pytest.raises(ValueError, match="one value per modality"):
         build("tfr_net", **DIMS, rec_weights=(1.0, 1.0))
+
+
+def test_ef_lstm_layers_equal_one_stacked_lstm():
+    """EF-LSTM's per-layer LSTMs (dropout between them) compute what one nn.LSTM(num_layers=3)
+    with the same weights computes, at each sentence's last token (eval: no dropout)."""
+    from mmsa.models.baselines.common import lengths_of
+
+    torch.manual_seed(0)
+    model = build("ef_lstm", **DIMS, hidden=8, layers=3, dropout=0.5).eval()
+    stacked = torch.nn.LSTM(model.lstm[0].input_size, 8, num_layers=3, batch_first=True)
+    for i, lstm in enumerate(model.lstm):
+        for name, p in lstm.named_parameters():
+            getattr(stacked, name.replace("_l0", f"_l{i}")).data.copy_(p.data)
+    batch = make_batch()
+    seen = {}
+    model.norm.register_forward_hook(lambda m, i, out: seen.update(x=out))
+    with torch.no_grad():
+        h = model(batch).extras["fused"]
+        out, _ = stacked(seen["x"])
+    n = lengths_of(batch, "text", seen["x"].shape[1])
+    torch.testing.assert_close(h, out[torch.arange(len(n)), n - 1], atol=1e-6, rtol=1e-6)

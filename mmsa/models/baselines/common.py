@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmsa.config import make_config
-from mmsa.attention import attend
+from mmsa.attention import Dropout, LengthGroups, attend
 from mmsa.encoders import TextEncoder
 from mmsa.types import Batch
 
@@ -169,7 +169,7 @@ class SubNet(nn.Sequential):
     standardised features (SynthMSA is; ``load_features(..., zscore=True)`` for real files)."""
 
     def __init__(self, d_in: int, d_hidden: int, dropout: float):
-        super().__init__(nn.Dropout(dropout), nn.Linear(d_in, d_hidden), nn.ReLU(),
+        super().__init__(Dropout(dropout), nn.Linear(d_in, d_hidden), nn.ReLU(),
                          nn.Linear(d_hidden, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_hidden), nn.ReLU())
 
 
@@ -185,7 +185,7 @@ class LSTMEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_in) if norm else nn.Identity()
         self.lstm = nn.LSTM(d_in, d_hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
                             dropout=dropout if layers > 1 else 0.0)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.out = nn.Linear(d_hidden * (2 if bidirectional else 1), d_out)
         self.directions = 2 if bidirectional else 1
 
@@ -215,8 +215,8 @@ class CrossmodalLayer(nn.Module):
         self.attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.ln_q, self.ln_kv, self.ln_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.q, self.kv, self.o = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
-        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_mult * d, d))
-        self.drop = nn.Dropout(dropout)
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.ReLU(), Dropout(dropout), nn.Linear(ff_mult * d, d))
+        self.drop = Dropout(dropout)
 
     def attend(self, x: torch.Tensor, src: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
         """softmax(Q Kᵀ / √(d/h)) V per head, Q = W_q x, [K; V] = W_kv src; padding keys masked."""
@@ -255,11 +255,36 @@ class TemporalProjection(nn.Module):
             raise ValueError(f"conv kernel sizes must be odd (same-length padding); got {kernel}")
         self.conv = nn.Conv1d(d_in, d, kernel, padding=kernel // 2, bias=False)
         self.scale = math.sqrt(d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x.transpose(1, 2)).transpose(1, 2)
         return self.drop(h * self.scale + sinusoid(h.shape[1], h.shape[2], h))
+
+
+def by_length(fn, target: str, z: dict, pad: dict, lengths: dict):
+    """``fn(z, pad, lengths)`` on the whole batch, or on a CPU on groups of clips of similar
+    ``target`` length (``mmsa.attention.LengthGroups``), every modality's sequences cut after the
+    group's longest valid one; the group outputs are merged back in batch order.
+
+    z[m] (B, T_m, d), pad[m] (B, T_m) bool (True = padding), lengths[m] (B,).  Attention masks the
+    padding keys and nothing reads the padding queries' outputs, so the valid steps come out as in
+    one padded call (to float rounding) while the T × S maps shrink with the cuts.  An output with
+    a time axis (B_i, cut, ...) is zero-padded back to the target's T before the merge."""
+    groups = LengthGroups.of(~pad[target])
+    if groups is None:
+        return fn(z, pad, lengths)
+    T = z[target].shape[1]
+    zs, ps, ls = ({m: groups.split(d[m]) for m in z} for d in (z, pad, lengths))
+    parts = []
+    for i in range(len(groups.cuts)):
+        cut = {m: int(ls[m][i].max()) for m in z}
+        out = fn({m: zs[m][i][:, :cut[m]] for m in z}, {m: ps[m][i][:, :cut[m]] for m in z},
+                 {m: ls[m][i] for m in z})
+        if out.dim() > 2:  # a sequence over the target's steps
+            out = F.pad(out, (0, 0) * (out.dim() - 2) + (0, T - out.shape[1]))
+        parts.append(out)
+    return groups.merge(parts)
 
 
 def rnn_last(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

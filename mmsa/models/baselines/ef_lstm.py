@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmsa.attention import Dropout
 from mmsa.models import register
 from mmsa.models.baselines.common import (BaselineConfig, build_config, check_av, finish, lengths_of, rnn_last,
                                           supervised_loss, text_encoder)
@@ -49,10 +50,13 @@ class EFLSTM(nn.Module):
         self.text_encoder = text_encoder(cfg)
         d_in = self.text_encoder.dim + cfg.audio_dim + cfg.vision_dim
         self.norm = nn.LayerNorm(d_in)
-        self.lstm = nn.LSTM(d_in, cfg.hidden, num_layers=cfg.layers, batch_first=True,
-                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
-        self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
-                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.n_out))
+        # the stacked LSTM, one module per layer with dropout between layers (nn.LSTM(num_layers=…,
+        # dropout=…) computes the same, but draws its masks with the slower bernoulli_)
+        self.lstm = nn.ModuleList(nn.LSTM(d_in if i == 0 else cfg.hidden, cfg.hidden, batch_first=True)
+                                  for i in range(cfg.layers))
+        self.between = Dropout(cfg.dropout)
+        self.head = nn.Sequential(Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
+                                  Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.n_out))
 
     def forward(self, batch: Batch) -> ModelOutput:
         check_av(batch, self.cfg)
@@ -62,7 +66,8 @@ class EFLSTM(nn.Module):
         audio = segment_average(batch.audio, lengths_of(batch, "audio", batch.audio.shape[1]), n, L)
         vision = segment_average(batch.vision, lengths_of(batch, "vision", batch.vision.shape[1]), n, L)
         x = self.norm(torch.cat([text, audio, vision], dim=-1))
-        _, h = rnn_last(self.lstm, x, n)  # last layer's state at each sentence's last token
+        for i, lstm in enumerate(self.lstm):   # h: the last layer's state at each sentence's last token
+            x, h = rnn_last(lstm, self.between(x) if i else x, n)
         pred = finish(self.head(h), self.cfg.num_classes)
         losses = {"task": supervised_loss(pred, batch.label, self.cfg.num_classes)}
         return ModelOutput(pred=pred, losses=losses, extras={"fused": h})

@@ -14,6 +14,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 
+from mmsa.attention import Dropout
 from mmsa.models import register
 from mmsa.models.baselines.common import (BaselineConfig, LSTMEncoder, SubNet, build_config, check_av, finish,
                                           lengths_of, mean_valid, supervised_loss, text_encoder)
@@ -44,7 +45,7 @@ class LFDNN(nn.Module):
         self.vision_net = SubNet(cfg.vision_dim, cfg.hidden_vision, cfg.dropout)
         d = cfg.text_out + cfg.hidden_audio + cfg.hidden_vision
         p = cfg.dropout if cfg.post_fusion_dropout is None else cfg.post_fusion_dropout
-        self.head = nn.Sequential(nn.Dropout(p), nn.Linear(d, cfg.post_fusion_dim), nn.ReLU(),
+        self.head = nn.Sequential(Dropout(p), nn.Linear(d, cfg.post_fusion_dim), nn.ReLU(),
                                   nn.Linear(cfg.post_fusion_dim, cfg.post_fusion_dim), nn.ReLU(),
                                   nn.Linear(cfg.post_fusion_dim, cfg.n_out))
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmsa.attention import Dropout
 from mmsa.models import register
 from mmsa.models.baselines.common import (MODS, BaselineConfig, build_config, check_av, finish, lengths_of,
                                           masked_mean, birnn, supervised_loss, text_encoder, valid_mask)
@@ -97,7 +98,7 @@ class MISA(nn.Module):
         layer = nn.TransformerEncoderLayer(d, cfg.fusion_heads, dim_feedforward=cfg.fusion_ff, dropout=cfg.dropout,
                                            batch_first=True)
         self.fusion = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
-        self.head = nn.Sequential(nn.Linear(6 * d, 3 * d), nn.Dropout(cfg.dropout), nn.ReLU(),
+        self.head = nn.Sequential(nn.Linear(6 * d, 3 * d), Dropout(cfg.dropout), nn.ReLU(),
                                   nn.Linear(3 * d, cfg.n_out))
 
     def utterances(self, batch: Batch) -> dict:

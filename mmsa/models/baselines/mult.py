@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmsa.attention import LengthGroups
+from mmsa.attention import Dropout
 from mmsa.models import register
 from mmsa.models.baselines.common import (MODS, BaselineConfig, CrossmodalStack, TemporalProjection, build_config,
-                                          check_av, finish, lengths_of, supervised_loss, text_encoder, valid_mask)
+                                          by_length, check_av, finish, lengths_of, supervised_loss, text_encoder,
+                                          valid_mask)
 from mmsa.types import Batch, ModelOutput
 
 
@@ -66,7 +67,7 @@ class MulT(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.text_encoder = text_encoder(cfg)
-        self.text_drop = nn.Dropout(cfg.text_dropout)
+        self.text_drop = Dropout(cfg.text_dropout)
         dims = {"text": self.text_encoder.dim, "audio": cfg.audio_dim, "vision": cfg.vision_dim}
         self.proj = nn.ModuleDict({m: TemporalProjection(dims[m], d, k, cfg.embed_dropout)
                                    for m, k in zip(MODS, cfg.conv_kernels)})
@@ -89,19 +90,9 @@ class MulT(nn.Module):
             z0[m] = self.proj[m](inputs[m])  # Z^[0]_m
             lengths[m] = lengths_of(batch, m, z0[m].shape[1])
             pad[m] = ~valid_mask(lengths[m], z0[m].shape[1])
-        pooled = []
-        for tgt in MODS:
-            groups = LengthGroups.of(~pad[tgt])  # CPU: clips of similar target length run together
-            if groups is None:
-                pooled.append(self.target(tgt, z0, pad, lengths[tgt]))
-                continue
-            zs, ps, ls = ({m: groups.split(d[m]) for m in MODS} for d in (z0, pad, lengths))
-            parts = []
-            for i in range(len(groups.cuts)):  # each group cut after its longest valid sequence
-                cut = {m: int(ls[m][i].max()) for m in MODS}
-                parts.append(self.target(tgt, {m: zs[m][i][:, :cut[m]] for m in MODS},
-                                         {m: ps[m][i][:, :cut[m]] for m in MODS}, ls[tgt][i]))
-            pooled.append(groups.merge(parts))
+        # one branch per target; on a CPU on groups of clips of similar target length (``by_length``)
+        pooled = [by_length(lambda z, p, n, tgt=tgt: self.target(tgt, z, p, n[tgt]), tgt, z0, pad, lengths)
+                  for tgt in MODS]
         h = torch.cat(pooled, dim=-1)  # (B, 6d)
         h = h + self.proj2(F.dropout(F.relu(self.proj1(h)), self.out_dropout, self.training))  # residual block
         pred = finish(self.out(h), self.cfg.num_classes)
@@ -111,9 +102,9 @@ class MulT(nn.Module):
     def target(self, tgt: str, z0: dict, pad: dict, length: torch.Tensor) -> torch.Tensor:
         """The branch of one target α: Z_α = [Z_{β→α}; Z_{γ→α}] -> memory -> state at the last valid step (B, 2d).
 
-        On a CPU ``forward`` runs it on groups of clips of similar target length
-        (``mmsa.attention.LengthGroups``), every sequence cut after the group's longest valid one:
-        the same values as one padded call, with smaller attention maps."""
+        On a CPU ``forward`` runs it on groups of clips of similar target length (``by_length``),
+        every sequence cut after the group's longest valid one: the same values as one padded
+        call, with smaller attention maps."""
         zs = [self.cross[f"{src}_to_{tgt}"](z0[tgt], z0[src], pad[src]) for src in MODS if src != tgt]
         z = self.memory[tgt](torch.cat(zs, dim=-1), None, pad[tgt])
         return z[torch.arange(z.shape[0], device=z.device), length - 1]

@@ -20,6 +20,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 
+from mmsa.attention import Dropout
 from mmsa.models import register
 from mmsa.models.baselines.common import (DATASET_DIMS, BaselineConfig, LSTMEncoder, build_config, check_av, finish,
                                           lengths_of, supervised_loss, text_encoder)
@@ -126,7 +127,7 @@ class SelfMM(nn.Module):
                 "a": cfg.audio_out, "v": cfg.vision_out}
         d_post = {"m": cfg.post_fusion_dim, "t": cfg.post_text_dim, "a": cfg.post_audio_dim, "v": cfg.post_vision_dim}
         drops = dict(zip(("m", *KEYS), cfg.post_dropouts or (cfg.dropout,) * 4))
-        self.post = nn.ModuleDict({k: nn.Sequential(nn.Dropout(drops[k]), nn.Linear(d_in[k], d_post[k]), nn.ReLU())
+        self.post = nn.ModuleDict({k: nn.Sequential(Dropout(drops[k]), nn.Linear(d_in[k], d_post[k]), nn.ReLU())
                                    for k in d_in})  # F^s
         self.heads = nn.ModuleDict({k: nn.Sequential(nn.Linear(d_post[k], d_post[k]), nn.ReLU(),
                                                      nn.Linear(d_post[k], cfg.n_out if k == "m" else 1))

@@ -11,6 +11,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 
+from mmsa.attention import Dropout
 from mmsa.models import register
 from mmsa.models.baselines.common import (BaselineConfig, LSTMEncoder, SubNet, build_config, check_av, finish,
                                           lengths_of, mean_valid, supervised_loss, text_encoder)
@@ -74,7 +75,7 @@ class TFN(nn.Module):
         self.subnets = UnimodalSubnets(cfg)
         d = (cfg.text_out + 1) * (cfg.hidden_audio + 1) * (cfg.hidden_vision + 1)
         p = cfg.dropout if cfg.post_fusion_dropout is None else cfg.post_fusion_dropout
-        self.head = nn.Sequential(nn.Dropout(p), nn.Linear(d, cfg.post_fusion_dim), nn.ReLU(),
+        self.head = nn.Sequential(Dropout(p), nn.Linear(d, cfg.post_fusion_dim), nn.ReLU(),
                                   nn.Linear(cfg.post_fusion_dim, cfg.post_fusion_dim), nn.ReLU(),
                                   nn.Linear(cfg.post_fusion_dim, cfg.n_out))
 
@@ -135,7 +136,7 @@ class LMF(nn.Module):
                                                        factor(cfg.hidden_vision))
         self.rank_weights = nn.Parameter(torch.full((cfg.rank,), 1.0 / cfg.rank))  # λ_i
         self.fusion_bias = nn.Parameter(torch.zeros(d_h))
-        self.head = (nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(d_h, cfg.n_out))
+        self.head = (nn.Sequential(nn.ReLU(), Dropout(cfg.dropout), nn.Linear(d_h, cfg.n_out))
                      if cfg.fusion_dim else nn.Identity())
 
     def fuse(self, zt: torch.Tensor, za: torch.Tensor, zv: torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmsa.attention import Dropout
 from mmsa.models import register
 from mmsa.models.baselines.common import (MODS, BaselineConfig, CrossmodalStack, TemporalProjection, build_config,
-                                          check_av, finish, lengths_of, masked_max, run_rnn, supervised_loss,
-                                          text_encoder, valid_mask)
+                                          by_length, check_av, finish, lengths_of, masked_max, run_rnn,
+                                          supervised_loss, text_encoder, valid_mask)
 from mmsa.types import Batch, ModelOutput
 
 
@@ -107,7 +108,7 @@ class ContextGate(nn.Module):
         self.gru = nn.GRU(d_in, hidden, num_layers=layers, batch_first=True, bidirectional=True)
         self.gate = nn.Conv1d(2 * hidden, 1, kernel_size=3, padding=1)
         self.proj = nn.Linear(d_in + 2 * hidden, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, a: torch.Tensor, lengths: torch.Tensor, valid: torch.Tensor):
         ctx, _ = run_rnn(self.gru, a, lengths)                                 # G (B,T,2h)
@@ -122,7 +123,7 @@ class TFRNet(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.text_encoder = text_encoder(cfg)
-        self.text_drop = nn.Dropout(cfg.text_dropout)
+        self.text_drop = Dropout(cfg.text_dropout)
         self.raw_dims = {"text": self.text_encoder.dim, "audio": cfg.audio_dim, "vision": cfg.vision_dim}
         # 1. embedding
         self.proj = nn.ModuleDict({m: TemporalProjection(self.raw_dims[m], d, k, cfg.dropout)
@@ -141,7 +142,7 @@ class TFRNet(nn.Module):
                                     for m, h in zip(MODS, cfg.fusion_hidden)})
         width = sum(cfg.fusion_hidden)
         self.classifier = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.cls_hidden), nn.LeakyReLU(),
-                                        nn.Dropout(cfg.cls_dropout), nn.Linear(cfg.cls_hidden, cfg.n_out))
+                                        Dropout(cfg.cls_dropout), nn.Linear(cfg.cls_hidden, cfg.n_out))
 
     def inputs(self, batch: Batch) -> dict:
         check_av(batch, self.cfg)
@@ -154,12 +155,16 @@ class TFRNet(nn.Module):
             z0[m] = self.proj[m](self.text_drop(x[m]) if m == "text" else x[m])  # Z⁰_m
             lengths[m] = lengths_of(batch, m, z0[m].shape[1])
             pad[m] = ~valid_mask(lengths[m], z0[m].shape[1])
-        aligned = {}
-        for tgt in MODS:
-            parts = [self.intra[tgt](z0[tgt], None, pad[tgt])]  # H_m
-            parts += [self.inter[f"{src}_to_{tgt}"](z0[tgt], z0[src], pad[src]) for src in MODS if src != tgt]
-            aligned[tgt] = torch.cat(parts, dim=-1)  # A_m (B, T_m, 3d)
+        # on a CPU on groups of clips of similar target length (``by_length``); A_m is 0 past a group's cut
+        aligned = {tgt: by_length(lambda z, p, n, tgt=tgt: self.align_target(tgt, z, p), tgt, z0, pad, lengths)
+                   for tgt in MODS}
         return aligned, lengths, pad
+
+    def align_target(self, tgt: str, z0: dict, pad: dict) -> torch.Tensor:
+        """A_m = [H_m; H_{n→m}; H_{n'→m}]  (B, T_m, 3d) for the target m = ``tgt``."""
+        parts = [self.intra[tgt](z0[tgt], None, pad[tgt])]  # H_m
+        parts += [self.inter[f"{src}_to_{tgt}"](z0[tgt], z0[src], pad[src]) for src in MODS if src != tgt]
+        return torch.cat(parts, dim=-1)
 
     def forward(self, batch: Batch) -> ModelOutput:
         cfg = self.cfg
@@ -174,17 +179,18 @@ class TFRNet(nn.Module):
         losses = {"task": supervised_loss(pred, batch.label, cfg.num_classes)}
         extras = {"fused": fused, **{f"gate_{m}": gates[m] for m in MODS}}
         if self.training and batch.full is not None:  # reconstruction: a training loss only
-            losses["reconstruction"], rec = self.reconstruction(batch, aligned, pad)
+            losses["reconstruction"], rec = self.reconstruction(batch, aligned, pad, lengths)
             extras.update({f"recon_{m}": rec[m] for m in MODS})
         return ModelOutput(pred=pred, losses=losses, extras=extras)
 
-    def reconstruction(self, batch: Batch, aligned: dict, pad: dict) -> tuple[torch.Tensor, dict]:
+    def reconstruction(self, batch: Batch, aligned: dict, pad: dict, lengths: dict) -> tuple[torch.Tensor, dict]:
         """L_rec on the valid positions the simulation dropped, against the complete view."""
         with torch.no_grad():
             target = self.inputs(batch.full)  # text: the complete sentence's states
         total, rec = aligned["text"].new_zeros((), dtype=torch.float32), {}
         for m, lam in zip(MODS, self.cfg.rec_weights):
-            rec[m] = self.recon[m](aligned[m], pad[m])
+            rec[m] = by_length(lambda z, p, n, m=m: self.recon[m](z[m], p[m]), m, {m: aligned[m]}, {m: pad[m]},
+                               {m: lengths[m]})
             observed = batch.missing.get(m)
             if observed is None:
                 continue
