@@ -115,6 +115,9 @@ def main(argv=None):
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     amp = device.type == "cuda"
+    if device.type == "cpu":                       # as the Trainer does on a CPU (mmsa.train)
+        from mmsa.train import keep_freed_memory
+        keep_freed_memory()
     torch.manual_seed(0)
     batches = synthetic_batches(args.n_train, args.batch_size, args.rate)
     models, train_times, infer_times, peak = {}, {}, {}, {}

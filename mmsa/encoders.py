@@ -308,7 +308,13 @@ class SequenceEncoder(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.in_dim:
             raise ValueError(f"sequence input has shape {tuple(x.shape)}; expected (B, T, {self.in_dim})")
         B, T, _ = x.shape
-        out, _ = self.lstm(x)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # oneDNN has bf16 LSTM kernels only on CPUs with AVX-512 BF16 (on an AVX2 CPU:
+            # "could not create a primitive descriptor"): under CPU autocast the LSTM runs in fp32
+            with torch.autocast("cpu", enabled=False):
+                out, _ = self.lstm(x.float())
+        else:
+            out, _ = self.lstm(x)
         if lengths is None:
             return self.local_proj(self.dropout(out)), self.global_proj(self.dropout(out[:, -1]))
         lengths = lengths.to(x.device, torch.long).clamp(1, T)
