@@ -22,6 +22,25 @@ from torch import Tensor, nn
 
 from mmsa.types import Batch
 
+
+def call_rnn(rnn: nn.RNNBase, inp, weights: Optional[dict] = None):
+    """``rnn(inp)`` -- or, with ``weights``, the RNN run with those tensors as its parameters
+    (``torch.func.functional_call``) -- under the package's one precision rule for recurrent layers.
+
+    Every RNN call in ``mmsa`` goes through here.  Under CPU autocast the RNN runs in fp32 on an
+    fp32 input: oneDNN's reduced-precision LSTM kernels exist only on CPUs with AVX-512 BF16 /
+    AMX (on an AVX2 CPU: "could not create a primitive descriptor for the LSTM forward
+    propagation primitive"), and the recurrence is the part of a model least tolerant of bf16
+    rounding anyway.  ``inp`` is a (B, T, D) tensor or a ``PackedSequence``; everything else
+    (CUDA autocast, no autocast) calls the RNN as it is.
+    """
+    call = (lambda x: rnn(x)) if weights is None else (lambda x: torch.func.functional_call(rnn, weights, (x,)))
+    data = inp.data if isinstance(inp, nn.utils.rnn.PackedSequence) else inp
+    if data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return call(inp.float())
+    return call(inp)
+
 # BERT special token ids (bert-base-uncased / MiniLM vocab)
 PAD_ID, UNK_ID, CLS_ID, SEP_ID = 0, 100, 101, 102
 
@@ -308,13 +327,7 @@ class SequenceEncoder(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.in_dim:
             raise ValueError(f"sequence input has shape {tuple(x.shape)}; expected (B, T, {self.in_dim})")
         B, T, _ = x.shape
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            # oneDNN has bf16 LSTM kernels only on CPUs with AVX-512 BF16 (on an AVX2 CPU:
-            # "could not create a primitive descriptor"): under CPU autocast the LSTM runs in fp32
-            with torch.autocast("cpu", enabled=False):
-                out, _ = self.lstm(x.float())
-        else:
-            out, _ = self.lstm(x)
+        out, _ = call_rnn(self.lstm, x)  # in fp32 under CPU autocast (see call_rnn)
         if lengths is None:
             return self.local_proj(self.dropout(out)), self.global_proj(self.dropout(out[:, -1]))
         lengths = lengths.to(x.device, torch.long).clamp(1, T)

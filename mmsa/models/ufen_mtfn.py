@@ -52,7 +52,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmsa.attention import mha
 from mmsa.config import make_config
-from mmsa.encoders import TextEncoder
+from mmsa.encoders import TextEncoder, call_rnn
 from mmsa.models import register
 from mmsa.types import Batch, ModelOutput
 
@@ -171,7 +171,7 @@ class UFEN(nn.Module):
         if self.gru is not None:  # packed, so padding steps never enter the recurrence
             lengths = mask.sum(1).clamp(min=1).cpu()
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            out, _ = self.gru(packed)
+            out, _ = call_rnn(self.gru, packed)
             h, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # X_i^{Bi-GRU}
         else:
             h = self.proj(x)

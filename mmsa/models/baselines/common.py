@@ -30,12 +30,11 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmsa.config import make_config
 from mmsa.attention import Dropout, LengthGroups, attend
-from mmsa.encoders import TextEncoder
+from mmsa.encoders import TextEncoder, call_rnn
 from mmsa.types import Batch
 
 MODS = ("text", "audio", "vision")
@@ -196,7 +195,7 @@ class LSTMEncoder(nn.Module):
             _, last = rnn_last(self.lstm, self.norm(x), lengths)
         else:
             packed = pack_padded_sequence(self.norm(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
-            _, (h, _) = self.lstm(packed)  # h: (layers * directions, B, H)
+            _, (h, _) = call_rnn(self.lstm, packed)  # h: (layers * directions, B, H)
             last = torch.cat(list(h[-self.directions:]), dim=-1)
         return self.out(self.drop(last))
 
@@ -298,7 +297,7 @@ def rnn_last(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tuple[t
     loop of small ops over the packed steps (2-20x faster on a CPU)."""
     if rnn.bidirectional:
         raise ValueError("rnn_last needs a unidirectional RNN (a backward direction would read the padding)")
-    out, _ = rnn(x)
+    out, _ = call_rnn(rnn, x)
     lengths = lengths.to(out.device)
     last = out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])).squeeze(1)
     valid = torch.arange(x.shape[1], device=out.device)[None] < lengths[:, None]
@@ -324,7 +323,7 @@ def birnn(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torc
     rev = ((lengths[:, None] - 1 - steps) % T)[..., None]          # reversed clip's step t -> x's step
     one = _one_direction(type(rnn), rnn.input_size, H, rnn.bias)
     names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if rnn.bias else [])
-    run = lambda inp, sfx: functional_call(one, {n: getattr(rnn, n + sfx) for n in names}, (inp,))[0]
+    run = lambda inp, sfx: call_rnn(one, inp, {n: getattr(rnn, n + sfx) for n in names})[0]
     fwd = run(x, "")
     bwd = run(x.gather(1, rev.expand(B, T, x.shape[2])), "_reverse").gather(1, rev.expand(B, T, H))
     valid = (steps < lengths[:, None]).unsqueeze(-1).to(fwd.dtype)
@@ -342,6 +341,6 @@ def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor):
     """Packed RNN over the valid steps; returns (outputs padded back to T, final states).
     Needed for bidirectional RNNs; a unidirectional one is faster with ``rnn_last``."""
     packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    out, state = rnn(packed)
+    out, state = call_rnn(rnn, packed)
     out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return out, state

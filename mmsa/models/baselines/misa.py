@@ -52,6 +52,7 @@ class MISAConfig(BaselineConfig):
 def cmd(x: torch.Tensor, y: torch.Tensor, moments: int = 5) -> torch.Tensor:
     """Central Moment Discrepancy (Zellinger et al., 2017) between two (B, d) samples:
     ||E x - E y||_2 + Σ_{k=2}^{K} ||c_k(x) - c_k(y)||_2,  c_k(x) = E (x - E x)^k."""
+    x, y = x.float(), y.float()  # in fp32: under fp16 autocast the 1e-12 below would round to 0
     mx, my = x.mean(0), y.mean(0)
     cx, cy = x - mx, y - my
     dist = lambda a, b: ((a - b).pow(2).sum() + 1e-12).sqrt()  # eps keeps the gradient finite at 0
