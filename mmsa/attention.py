@@ -143,6 +143,13 @@ class LengthGroups:
     about 20 % *faster* in one call; at MOSI's 375/500 steps the groups make a step 3.7× faster;
     the README's Performance section).  Off the CPU reading the lengths on the host would stall the device,
     and fused kernels make padding cheap.
+
+    Group size: smaller groups follow the lengths more closely (lengths uniform on [0, T], batch
+    32, maps quadratic in the length: their total area is 0.47 of the padded batch's in groups
+    of 8, 0.40 in groups of 4) at the price of one more round of per-call overhead per group,
+    small beside MOSI-size maps.  Measured at MOSI
+    size, 2 threads, one process alternating the two: MulT 10.4 -> 8.4 s per step with groups of 4
+    instead of 8, TFR-Net 11.4 -> 10.4 s, EMT-DLFR and DAST-GAN unchanged (±1 %).
     """
 
     def __init__(self, order: Tensor, cuts: list[int]):
@@ -151,7 +158,7 @@ class LengthGroups:
         self.inverse = order.argsort()
 
     @classmethod
-    def of(cls, valid: Tensor, size: int = 8, min_length: int = 128) -> Optional["LengthGroups"]:
+    def of(cls, valid: Tensor, size: int = 4, min_length: int = 128) -> Optional["LengthGroups"]:
         B, T = valid.shape
         if valid.device.type != "cpu" or B < 2 * size or T < min_length:
             return None

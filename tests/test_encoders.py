@@ -26,6 +26,25 @@ def test_tiny_text_encoder_shapes_and_names():
     assert enc.bert.embeddings.word_embeddings.weight.grad is not None
 
 
+def test_fine_tuned_bert_uses_keep_mask_dropout_with_the_checkpoint_rates():
+    from transformers import BertConfig, BertModel
+
+    from mmsa.attention import Dropout
+
+    enc = TextEncoder("tiny")
+    drops = [m for m in enc.bert.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(type(m) is Dropout for m in drops)
+    assert {m.p for m in drops} == {enc.bert.config.hidden_dropout_prob}
+    plain = BertModel(BertConfig(**enc.bert.config.to_dict()), add_pooling_layer=False)
+    assert enc.bert.state_dict().keys() == plain.state_dict().keys()      # checkpoints load as before
+    enc.train()
+    torch.manual_seed(0)
+    a = enc(text_batch())[0]
+    torch.manual_seed(0)
+    assert torch.equal(a, enc(text_batch())[0])                           # seeded masks repeat
+    assert not torch.equal(a, enc(text_batch())[0])                       # and they do drop
+
+
 def test_frozen_text_encoder_has_no_grad_and_stays_eval():
     enc = TextEncoder("tiny", freeze=True)
     enc.train()
