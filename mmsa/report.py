@@ -190,7 +190,7 @@ def rule_order(metrics: dict, rule: dict) -> tuple[str, str, str]:
     ours = " < ".join(_fmt(v) for v in vals) if all(a < b for a, b in zip(vals, vals[1:])) else \
         ", ".join(f"{n} {_fmt(v)}" for n, v in zip(rule["names"], vals))
     ok = all(a < b for a, b in zip(vals, vals[1:]))
-    return ours, "reproduced" if ok else "not reproduced", "order: " + " < ".join(rule["names"]) + "; one test set, no noise estimate"
+    return ours, "reproduced" if ok else "not reproduced", "rule: " + " < ".join(rule["names"]) + "; one test set, no noise estimate"
 
 
 def rule_all_positive(metrics: dict, rule: dict) -> tuple[str, str, str]:
