@@ -147,9 +147,9 @@ class LengthGroups:
     Group size: smaller groups follow the lengths more closely (lengths uniform on [0, T], batch
     32, maps quadratic in the length: their total area is 0.47 of the padded batch's in groups
     of 8, 0.40 in groups of 4) at the price of one more round of per-call overhead per group,
-    small beside MOSI-size maps.  Measured at MOSI
-    size, 2 threads, one process alternating the two: MulT 10.4 -> 8.4 s per step with groups of 4
-    instead of 8, TFR-Net 11.4 -> 10.4 s, EMT-DLFR and DAST-GAN unchanged (±1 %).
+    small beside MOSI-size maps.  Measured at MOSI size, 2 threads, one process alternating the
+    two: MulT 10.4 -> 8.4 s per step with groups of 4 instead of 8, TFR-Net 11.4 -> 10.4 s,
+    EMT-DLFR and DAST-GAN unchanged (±1 %).
     """
 
     def __init__(self, order: Tensor, cuts: list[int]):

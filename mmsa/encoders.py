@@ -41,6 +41,7 @@ def call_rnn(rnn: nn.RNNBase, inp, weights: Optional[dict] = None):
             return call(inp.float())
     return call(inp)
 
+
 # BERT special token ids (bert-base-uncased / MiniLM vocab)
 PAD_ID, UNK_ID, CLS_ID, SEP_ID = 0, 100, 101, 102
 
@@ -65,8 +66,9 @@ def keep_mask_dropout(module: nn.Module) -> nn.Module:
     """Swap every ``nn.Dropout`` inside ``module`` (a fine-tuned BERT) for ``mmsa.attention.Dropout``:
     the same distribution, a cheaper random mask on a CPU (one 64-bit draw per four entries
     instead of ``bernoulli_``'s two 32-bit draws per entry: a training step of MISA / Self-MM with
-    the toolkit's BERT size 1-4 % faster, measured on a 2-core CPU).  No parameters change, so checkpoints load as before.  The dropout on BERT's
-    attention maps is not a module (its SDPA call takes the probability) and stays as it is."""
+    the toolkit's BERT size 1-4 % faster, measured on a 2-core CPU).  No parameters change, so
+    checkpoints load as before.  The dropout on BERT's attention maps is not a module (its SDPA
+    call takes the probability) and stays as it is."""
     from mmsa.attention import Dropout
 
     for parent in list(module.modules()):
