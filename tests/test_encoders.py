@@ -216,3 +216,37 @@ def test_dropped_words_leave_no_trace_in_the_frozen_text_states():
     dropped = missing.fixed_pattern(batch, keep=("audio", "vision"))
     local, glob = enc(dropped)
     assert torch.allclose(local[0], local[1], atol=1e-5) and torch.allclose(glob[0], glob[1], atol=1e-5)
+
+
+def test_fine_tuned_bert_in_length_groups_matches_one_padded_call():
+    """bert_states runs a CPU batch of >= 16 sentences in groups cut to their longest sentence:
+    valid tokens and their gradients as in one padded call, zeros at padding, batch order kept."""
+    from mmsa.attention import LengthGroups
+    from mmsa.encoders import bert_states
+
+    torch.manual_seed(0)
+    enc = TextEncoder("tiny").eval()
+    g = torch.Generator().manual_seed(1)
+    B, L = 20, 24
+    lengths = torch.randint(3, L + 1, (B,), generator=g)
+    ids, mask = bert_ids(lengths, L, g)
+    assert LengthGroups.of(mask.bool(), size=8, min_length=16) is not None     # the grouped path runs
+    cuts = []
+    enc.bert.register_forward_pre_hook(lambda m, a, kw: cuts.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    local = bert_states(enc.bert, ids, mask)
+    assert len(cuts) == 2 and max(cuts) == int(lengths.max()) and min(cuts) < L
+    w = torch.randn(local.shape, generator=g)
+    (local * w).sum().backward()
+    grads = [p.grad.clone() for p in enc.bert.parameters()]
+    enc.bert.zero_grad()
+    ref = enc.bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    (ref * w * mask[..., None]).sum().backward()
+    valid = mask.bool()
+    torch.testing.assert_close(local[valid], ref[valid], atol=1e-5, rtol=1e-5)
+    assert torch.all(local[~valid] == 0)
+    for a, b in zip(grads, (p.grad for p in enc.bert.parameters())):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # a small batch runs as one call, with the same rule for padding
+    few = bert_states(enc.bert, ids[:5], mask[:5])
+    torch.testing.assert_close(few[valid[:5]], ref[:5][valid[:5]], atol=1e-5, rtol=1e-5)
+    assert torch.all(few[~valid[:5]] == 0)
