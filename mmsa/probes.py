@@ -5,6 +5,10 @@ Attention maps and average weights *suggest*; these functions *measure*:
 * ``occlusion_test``   remove the true cue window of SynthMSA (its ground truth) and, separately,
                        a random window of the same length in the same sample and modality; a
                        model that found the cue moves its prediction much more for the first.
+* ``block_occlusion_test`` the same on SynthMSA-3's 7x7 image grid: the true cue block against a
+                       block of the same shape elsewhere, scored on the class probabilities.
+* ``uniform_attention`` a copy of a model whose chosen attention layers spread every query's
+                       weight evenly over the valid keys: what is the *placement* of the weight worth?
 * ``partial_spearman`` rank correlation of x and y after removing what a covariate z explains
                        (e.g. DAM weight vs true reliability, controlling for the label).
 * ``feature_gap``      how far the incomplete view's features are from the complete view's,
@@ -80,6 +84,95 @@ def occlusion_test(model: torch.nn.Module, split, modalities: Sequence[str] = ("
     t, r = np.concatenate(true_d), np.concatenate(rand_d)
     by = {m: float(t[:, j].mean() / max(r[:, j].mean(), 1e-12)) for j, m in enumerate(modalities)}
     return {"true": t, "random": r, "ratio": float(t.mean() / max(r.mean(), 1e-12)), "ratio_by_modality": by}
+
+
+def random_blocks(window: np.ndarray, rng: np.random.Generator, grid: int = 7) -> np.ndarray:
+    """For each true cue block (a flattened ``[first, last + 1)`` window of a ``grid`` x ``grid``
+    image, as SynthMSA-3 stores it) a block of the same shape at a random place of the grid with
+    the least overlap with it: none wherever the grid leaves room (a 3 x 3 block in the centre of
+    a 7 x 7 grid leaves none; then the control shares one corner patch with it)."""
+    from mmsa.viz import block_from_window
+
+    out = np.zeros_like(window)
+    for i, (s, e) in enumerate(window):
+        r0, c0, r1, c1 = block_from_window(s, e, grid)
+        h, w = r1 - r0 + 1, c1 - c0 + 1
+        overlap = {(r, c): max(0, min(r + h - 1, r1) - max(r, r0) + 1) * max(0, min(c + w - 1, c1) - max(c, c0) + 1)
+                   for r in range(grid - h + 1) for c in range(grid - w + 1)}
+        least = min(overlap.values())
+        places = [p for p, o in overlap.items() if o == least]
+        r, c = places[rng.integers(len(places))]
+        out[i] = (r * grid + c, (r + h - 1) * grid + c + w)
+    return out
+
+
+@torch.no_grad()
+def block_occlusion_test(model: torch.nn.Module, split, seed: int = 0, batch_size: int = 64,
+                         device: str | torch.device = "cpu", grid: int = 7) -> dict:
+    """A 3-class model on SynthMSA-3: zero the image patches of the true cue block, and separately
+    those of a block of the same shape elsewhere (``random_blocks``), and measure how far the class
+    probabilities move (total variation, 0-1) and the accuracy under each.
+
+    Returns {"true", "random": (N,) total variations, "ratio": mean true / mean random,
+    "accuracy": {"complete", "true block zeroed", "random block zeroed"}}.  Ratio 1: the
+    prediction does not care which patches go; a model that reads the cue block gives ratio >> 1.
+    """
+    from mmsa.viz import block_mask
+
+    if "cue_window" not in split.truth:
+        raise ValueError("block_occlusion_test needs SynthMSA-3's ground-truth cue blocks "
+                         "(split.truth['cue_window']); real data sets have none")
+    model.eval().to(device)
+    true_blocks = split.truth["cue_window"][:, MODALITIES.index("vision")]
+    rand_blocks = random_blocks(true_blocks, np.random.default_rng(seed), grid)
+    keep = {k: torch.as_tensor(~np.stack([block_mask(s, e, grid) for s, e in w]))
+            for k, w in (("true", true_blocks), ("random", rand_blocks))}
+    tv = {"true": [], "random": []}
+    correct = {"complete": 0, "true block zeroed": 0, "random block zeroed": 0}
+    seen = 0
+    for batch in make_loader(split, batch_size):
+        batch = batch.to(device)
+        B = batch.size
+        if batch.vision.shape[1] != grid * grid:
+            raise ValueError(f"batch.vision has {batch.vision.shape[1]} steps; expected a {grid}x{grid} "
+                             f"patch grid ({grid * grid} steps, SynthMSA-3)")
+        label = batch.label.long()
+        p0 = model(batch).pred.float().softmax(-1)
+        correct["complete"] += int((p0.argmax(-1) == label).sum())
+        for k in tv:
+            m = keep[k][seen:seen + B].to(batch.vision)
+            p = model(batch.replace(vision=batch.vision * m[..., None])).pred.float().softmax(-1)
+            tv[k].append(0.5 * (p - p0).abs().sum(-1).cpu().numpy())
+            correct[f"{k} block zeroed"] += int((p.argmax(-1) == label).sum())
+        seen += B
+    t, r = np.concatenate(tv["true"]), np.concatenate(tv["random"])
+    return {"true": t, "random": r, "ratio": float(t.mean() / max(r.mean(), 1e-12)),
+            "accuracy": {k: v / seen for k, v in correct.items()}}
+
+
+def uniform_attention(model: torch.nn.Module, prefixes: Sequence[str]) -> torch.nn.Module:
+    """A deep copy of ``model`` in which every ``nn.MultiheadAttention`` whose name starts with one
+    of ``prefixes`` has a zero query projection: all scores are equal, so each query averages the
+    values of the valid keys.  Everything else, the value path included, is unchanged; comparing
+    the copy's accuracy with the model's prices where the attention puts its weight."""
+    import copy
+
+    out = copy.deepcopy(model)
+    hit = []
+    for name, mod in out.named_modules():
+        if isinstance(mod, torch.nn.MultiheadAttention) and any(name.startswith(p) for p in prefixes):
+            D = mod.embed_dim
+            with torch.no_grad():
+                if mod.in_proj_weight is not None:
+                    mod.in_proj_weight[:D].zero_()
+                else:
+                    mod.q_proj_weight.zero_()
+                if mod.in_proj_bias is not None:
+                    mod.in_proj_bias[:D].zero_()
+            hit.append(name)
+    if not hit:
+        raise ValueError(f"no nn.MultiheadAttention under {list(prefixes)} in {type(model).__name__}")
+    return out
 
 
 # --------------------------------------------------------------------------- correlations
