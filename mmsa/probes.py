@@ -158,7 +158,7 @@ def uniform_attention(model: torch.nn.Module, prefixes: Sequence[str]) -> torch.
     import copy
 
     out = copy.deepcopy(model)
-    hit = []
+    flattened = 0
     for name, mod in out.named_modules():
         if isinstance(mod, torch.nn.MultiheadAttention) and any(name.startswith(p) for p in prefixes):
             D = mod.embed_dim
@@ -169,8 +169,8 @@ def uniform_attention(model: torch.nn.Module, prefixes: Sequence[str]) -> torch.
                     mod.q_proj_weight.zero_()
                 if mod.in_proj_bias is not None:
                     mod.in_proj_bias[:D].zero_()
-            hit.append(name)
-    if not hit:
+            flattened += 1
+    if not flattened:
         raise ValueError(f"no nn.MultiheadAttention under {list(prefixes)} in {type(model).__name__}")
     return out
 
