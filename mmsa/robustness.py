@@ -29,6 +29,7 @@ import pandas as pd
 
 from mmsa import metrics, missing
 from mmsa.types import MODALITIES
+from mmsa.verdict import mde
 
 COMPLETE = ("complete", 0.0)
 PATTERN_TITLES = {"random": "random", "burst": "burst", "modality": "modality-wise"}
@@ -280,7 +281,9 @@ def paired_difference(a, b, level: float = 0.95, n_boot: int = 4000, seed: int =
       (training noise only; with S = 3, t = 4.30 at 95 %); ``p_t``: the paired t-test's p-value;
     - ``boot_low``, ``boot_high``: a two-level bootstrap: resample the seeds, then the test
       samples (the same samples for A and B), ``n_boot`` times; percentile interval;
-    - ``within_noise``: the bootstrap interval contains 0.
+    - ``within_noise``: the bootstrap interval contains 0;
+    - ``mde``: the minimum detectable effect of this design (``mmsa.verdict.mde`` of the
+      bootstrap interval): a true difference this large is seen with 80 % power.
     """
     from scipy import stats
 
@@ -308,7 +311,8 @@ def paired_difference(a, b, level: float = 0.95, n_boot: int = 4000, seed: int =
     for k in range(n_boot):
         boot[k] = d[si[k]][:, ni[k]].mean()
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    out.update(boot_low=float(lo), boot_high=float(hi), within_noise=bool(lo <= 0 <= hi))
+    out.update(boot_low=float(lo), boot_high=float(hi), within_noise=bool(lo <= 0 <= hi),
+               mde=mde(float(lo), float(hi), level))
     return out
 
 
