@@ -1,0 +1,57 @@
+"""mmsa.claims: one lookup by key paths (keys with '/' and '.' in them), the CI checks of
+ci/claims.yaml, and the rules of the papers' claims on hand-made metrics."""
+import pytest
+
+from mmsa import claims, verdict
+
+
+def test_lookup_takes_paths_whose_keys_hold_slashes_and_dots():
+    data = {"paired": {"w/o DAM": {"0.5": {"boot_low": 0.01}}}}
+    assert claims.lookup(data, ["paired", "w/o DAM", "0.5", "boot_low"]) == 0.01
+    assert claims.lookup({"a.b": 1}, "a.b") == 1                 # a string is one key, never split
+    with pytest.raises(claims.Missing, match="no paired → w/o STA"):
+        claims.lookup(data, ["paired", "w/o STA", "0.5"])
+    with pytest.raises(claims.Missing, match="08.json has no x"):
+        claims.lookup(data, ["x"], where="08.json")
+    with pytest.raises(TypeError):
+        claims.lookup(data, [])
+
+
+def test_compare_and_finite():
+    assert claims.compare(1.0, "<", 2) and not claims.compare(2.0, "<", 2) and claims.compare(True, "==", True)
+    assert claims.compare(0.3, "finite", None) and not claims.compare(float("nan"), "finite", None)
+    assert not claims.compare(None, "finite", None)
+    with pytest.raises(ValueError, match="unknown comparison"):
+        claims.compare(1, "=>", 2)
+
+
+def test_ci_claim_against_a_number_and_against_another_key():
+    m = {"mae": {"baseline (emt_dlfr)": {"r05": 0.9, "complete": 0.8}}, "paired": {"w/o DAM": {"complete": {"boot_low": -0.01}}}}
+    ok, msg = claims.check_ci_claim(m, {"key": ["mae", "baseline (emt_dlfr)", "r05"], "op": ">",
+                                        "value": ["mae", "baseline (emt_dlfr)", "complete"], "why": "w"})
+    assert ok, msg
+    ok, msg = claims.check_ci_claim(m, {"key": ["paired", "w/o DAM", "complete", "boot_low"], "op": ">", "value": 0,
+                                        "why": "the reason"})
+    assert not ok and "fails > 0" in msg and "the reason" in msg
+    assert claims.check_ci_claim(m, {"key": ["paired", "w/o DAM", "complete", "boot_low"], "op": "finite", "why": "w"})[0]
+    with pytest.raises(claims.Missing):
+        claims.check_ci_claim(m, {"key": ["paired", "w/o GAN"], "op": "finite", "why": "w"})
+
+
+def test_ci_claims_file_is_well_formed():
+    cases = claims.ci_claims()
+    assert len(cases) >= 50
+    for nb, c in cases:
+        assert len(nb) == 2 and nb.isdigit(), nb
+        assert isinstance(c["key"], list) and c["key"], c          # a path, never a dotted string
+        assert c["op"] in claims.OPS or c["op"] == "finite", c
+        assert c["op"] == "finite" or "value" in c, c
+        assert not isinstance(c.get("value"), str), c                 # another key is a list too
+        assert c["why"], c
+    keys = {(nb, tuple(c["key"])) for nb, c in cases}
+    assert ("08", ("paired", "w/o DAM", "complete", "boot_low")) in keys
+
+
+def test_verdicts_extend_the_decision_rule():
+    assert claims.VERDICTS[:5] == verdict.VERDICTS
+    assert set(claims.DECIDED) <= set(verdict.VERDICTS)
