@@ -171,7 +171,8 @@ def model_config(name: str, data: dict, p: Optional[Protocol] = None, **override
 
 
 # modules that only read, measure or draw: editing them must not invalidate trained runs
-_NOT_TRAINING = {"book.py", "cli.py", "viz.py", "report.py", "efficiency.py", "probes.py", "robustness.py"}
+_NOT_TRAINING = {"book.py", "cli.py", "viz.py", "report.py", "efficiency.py", "probes.py", "robustness.py",
+                 "mechanisms.py", "verdict.py", "claims.py"}
 
 
 def _model_files(name: str) -> set:

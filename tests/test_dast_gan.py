@@ -58,7 +58,18 @@ def test_mosi_preset_shapes_and_extras():
     assert out.extras["temporal_attention"].shape == (4, 4, 3, 50)
     assert out.extras["f_full"].shape == (4, 512) and out.extras["f_miss"].shape == (4, 512)
     assert not out.extras["f_full"].requires_grad
-    assert build("dast_gan", dataset="mosei", text_model="tiny").cfg.w_adv == 0.08
+
+
+
+def test_presets_read_the_hyper_parameter_table_one_way_for_every_row():
+    """The table's middle column is the EMT-DLFR code's MOSEI config and its right column the
+    code's SIMS config: sizes and loss weights both follow that reading."""
+    mosei = build("dast_gan", dataset="mosei", text_model="tiny").cfg
+    sims = build("dast_gan", dataset="sims", text_model="tiny").cfg
+    assert (mosei.d_model, mosei.n_layers, mosei.attn_dropout, mosei.w_att, mosei.w_rec, mosei.w_adv) == (128, 2, 0.0, 1.0, 1.0, 0.1)
+    assert (sims.d_model, sims.n_layers, sims.attn_dropout, sims.w_att, sims.w_rec, sims.w_adv) == (32, 4, 0.0, 0.5, 0.5, 0.08)
+    emt = build("emt_dlfr", dataset="mosei", text_model="tiny").cfg
+    assert (emt.w_att, emt.w_rec) == (1.0, 1.0)
 
 
 def test_discriminator_gets_gradients_from_the_d_loss_and_changes_only_in_the_d_step():

@@ -183,6 +183,65 @@ def _frames(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, T: int, D: i
     return x.astype(np.float32), lengths, np.stack([t0, t0 + w], 1)
 
 
+def _texture_frames(rng: np.random.Generator, content: np.ndarray, r: np.ndarray, T: int, D: int):
+    """The DAM regime's frames: reliability is the stream's *texture*, not its loudness.
+
+    x = sqrt(r) · AR(1) + sqrt(1 − r) · white noise: every frame has unit variance whatever r is,
+    but a reliable stream is smooth (lag-1 autocorrelation 0.7 r) and an unreliable one rough.
+    A burst carries ``content`` (what the modality says) at an amplitude that does not depend on r.
+    Returns (x, lengths, window) as ``_frames``.
+    """
+    N = len(content)
+    valence, arousal = _directions(rng, D)
+    lengths = rng.integers(int(np.ceil(0.5 * T)), T + 1, N)
+    smooth = lfilter([np.sqrt(1 - AR_PHI ** 2)], [1.0, -AR_PHI], rng.standard_normal((N, T, D)), axis=1)
+    x = np.sqrt(r)[:, None, None] * smooth + np.sqrt(1 - r)[:, None, None] * rng.standard_normal((N, T, D))
+    x += rng.normal(0.0, 0.2, (N, 1, D))
+    w = np.maximum(2, np.round(rng.uniform(0.10, 0.25, N) * lengths)).astype(np.int64)
+    t0 = (rng.random(N) * (lengths - w + 1)).astype(np.int64)
+    cue = CUE_SCALE * ((content / 3.0)[:, None] * valence + 0.5 * (np.abs(content) / 3.0)[:, None] * arousal)
+    t = np.arange(T)[None, :]
+    x += ((t >= t0[:, None]) & (t < (t0 + w)[:, None]))[..., None] * cue[:, None, :]
+    x *= (t < lengths[:, None])[..., None]
+    return x.astype(np.float32), lengths, np.stack([t0, t0 + w], 1)
+
+
+def _sync_frames(rng: np.random.Generator, e: np.ndarray, decoys: np.ndarray, duration: np.ndarray,
+                 start: np.ndarray, T: int, D: int):
+    """The STA regime's frames: one true burst at relative time [start, start + SYNC_WIDTH) of the
+    clip, shared by audio and vision, and ``decoys.shape[1]`` bursts of the same shape at random
+    times of this stream alone, each telling an unrelated sentiment.  ``duration`` (N,) is the
+    clip's share of T (the same for both streams: one clip, two frame rates).
+    Returns (x, lengths, window of the true burst)."""
+    N = len(e)
+    valence, arousal = _directions(rng, D)
+    lengths = np.maximum(8, np.round(duration * T)).astype(np.int64)
+    x = lfilter([np.sqrt(1 - AR_PHI ** 2)], [1.0, -AR_PHI], rng.standard_normal((N, T, D)), axis=1)
+    x += rng.normal(0.0, 0.2, (N, 1, D))
+    w = np.maximum(2, np.round(SYNC_WIDTH * lengths)).astype(np.int64)
+    t = np.arange(T)[None, :]
+
+    def burst(t0, value):
+        cue = CUE_SCALE * ((value / 3.0)[:, None] * valence + 0.5 * (np.abs(value) / 3.0)[:, None] * arousal)
+        return ((t >= t0[:, None]) & (t < (t0 + w)[:, None]))[..., None] * cue[:, None, :]
+
+    t_true = np.minimum(np.round(start * lengths), lengths - w).astype(np.int64)
+    x += burst(t_true, e)
+    for k in range(decoys.shape[1]):
+        # anywhere in the clip except on the true burst (rejection over a few draws, then the far end)
+        t_k = (rng.random(N) * (lengths - w + 1)).astype(np.int64)
+        for _ in range(20):
+            clash = np.abs(t_k - t_true) < w
+            if not clash.any():
+                break
+            t_k[clash] = (rng.random(clash.sum()) * (lengths[clash] - w[clash] + 1)).astype(np.int64)
+        clash = np.abs(t_k - t_true) < w
+        t_k[clash] = np.where(t_true[clash] > lengths[clash] / 2, 0, lengths[clash] - w[clash])
+        x += burst(t_k, decoys[:, k])
+    x *= (t < lengths[:, None])[..., None]
+    return x.astype(np.float32), lengths, np.stack([t_true, t_true + w], 1)
+
+
 def _patches(rng: np.random.Generator, e: np.ndarray, r: np.ndarray, D: int, grid: int = 7):
     """A grid x grid map of patch features; the cue sits on a random 2-3 x 2-3 block."""
     N = len(e)
@@ -265,8 +324,11 @@ def _resolve(kind: str, lengths, dims):
     return dataset, lengths, (dims[0], int(dims[1]), int(dims[2])), neutral
 
 
-RELIABILITY_MODES = ("polarity", "independent")
+RELIABILITY_MODES = ("polarity", "independent", "texture", "synchrony")
 NOISE_SCALE = 3.0  # positive control: white-noise std at reliability 0 (AR(1) noise has std 1)
+SYNC_DISTRACTORS = 2   # "synchrony": bursts per audio/vision stream that carry an unrelated sentiment
+SYNC_WIDTH = 0.08      # "synchrony": burst width as a share of the clip's duration
+SYNC_TEXT_RELIABILITY = 0.3  # "synchrony": the sentence tells the sentiment this often
 
 
 def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 0, lengths=None,
@@ -288,14 +350,24 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
                 white noise of std NOISE_SCALE * (1 - r_m) on top of a cue scaled by r_m, and each
                 word of the sentence is replaced by an unrelated word with probability 1 - r_text.
                 A model that weights modalities by how clean they look must win here.)
+                Two regimes designed for DAST-GAN's modules (docs/design.md §4.2):
+                "texture" (DAM): r_m uniform in [0.05, 1], independent of the sentiment; what
+                modality m says is r_m·s + (1 − r_m)·z_m with z_m an unrelated sentiment, so
+                trusting each modality in proportion to r_m pays; r_m is visible as the stream's
+                texture at constant loudness (``_texture_frames``) and as garbled words.
+                "synchrony" (STA): audio and vision carry one true burst at the same moment of
+                the clip and SYNC_DISTRACTORS bursts each at their own random moments that tell
+                unrelated sentiments (``_sync_frames``); only the co-occurrence across the two
+                streams marks the true one.  The sentence tells s with reliability 0.3.
     """
     from mmsa.pretrained import resolve_text_model
 
     if reliability not in RELIABILITY_MODES:
         raise ValueError(f"unknown reliability mode {reliability!r}; valid: {RELIABILITY_MODES}")
-    if reliability == "independent" and kind == "3class":
-        raise ValueError("the positive control (reliability='independent') exists for kind 'mosi' and 'sims'")
-    independent = reliability == "independent"
+    if reliability != "polarity" and kind == "3class":
+        raise ValueError(f"reliability={reliability!r} exists for kind 'mosi' and 'sims' only")
+    independent = reliability in ("independent", "texture")
+    texture, synchrony = reliability == "texture", reliability == "synchrony"
 
     dataset, (L, Ta, Tv), (Dt, Da, Dv), neutral = _resolve(kind, lengths, dims)
     sizes = tuple(int(n) for n in sizes)
@@ -309,14 +381,19 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
     s = _grid(sample_latent(rng_latent, N, neutral), -3, 3).astype(np.float64)
     if independent:
         r = rng_rel.uniform(0.05, 1.0, (N, 3))
+    elif synchrony:
+        r = np.tile(np.array([SYNC_TEXT_RELIABILITY, 1.0, 1.0]), (N, 1))
     else:
         r = np.clip(reliability_for(s) + rng_rel.normal(0.0, 0.05, (N, 3)), 0.05, 1.0)
     polar = np.abs(s) >= 0.6
-    p = 0.0 if independent else min(1.0, CONFLICT_RATE / max(polar.mean(), 1e-6))
+    p = 0.0 if independent or synchrony else min(1.0, CONFLICT_RATE / max(polar.mean(), 1e-6))
     conflict = polar & (rng_conf.random(N) < p)
     conflict_mod = rng_conf.integers(0, 3, N)
     e = np.repeat(s[:, None], 3, 1)
     e[conflict, conflict_mod[conflict]] *= -1
+    if texture:  # what each modality says: the truth in proportion r_m, an unrelated sentiment otherwise
+        unrelated = np.stack([sample_latent(rng_conf, N, neutral) for _ in range(3)], 1)
+        e = r * s[:, None] + (1.0 - r) * unrelated
 
     # 4: text (replacement realises r_text; a text conflict is always written as such)
     replaced = (rng_text.random(N) > r[:, 0]) & ~(conflict & (conflict_mod == 0))
@@ -349,12 +426,22 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
     label_text = np.array([lexicon_score(t) for t in sentences])
 
     # 5-6: audio frames; vision frames or the 7x7 patch grid
-    noise = (lambda m: NOISE_SCALE * (1.0 - r[:, m])) if independent else (lambda m: None)
-    audio, audio_len, audio_window = _frames(rng_audio, e[:, 1], r[:, 1], Ta, Da, noise(1))
-    if kind == "3class":
-        vision, vision_len, vision_window = _patches(rng_vision, e[:, 2], r[:, 2], Dv)
+    noise = (lambda m: NOISE_SCALE * (1.0 - r[:, m])) if reliability == "independent" else (lambda m: None)
+    if texture:
+        audio, audio_len, audio_window = _texture_frames(rng_audio, e[:, 1], r[:, 1], Ta, Da)
+        vision, vision_len, vision_window = _texture_frames(rng_vision, e[:, 2], r[:, 2], Tv, Dv)
+    elif synchrony:  # one clip: the same duration and the same moment of the true burst in both streams
+        duration, start = rng_conf.uniform(0.5, 1.0, N), rng_conf.uniform(0.0, 1.0 - SYNC_WIDTH, N)
+        decoys = [np.stack([sample_latent(g, N, neutral) for _ in range(SYNC_DISTRACTORS)], 1)
+                  for g in (rng_audio, rng_vision)]
+        audio, audio_len, audio_window = _sync_frames(rng_audio, e[:, 1], decoys[0], duration, start, Ta, Da)
+        vision, vision_len, vision_window = _sync_frames(rng_vision, e[:, 2], decoys[1], duration, start, Tv, Dv)
     else:
-        vision, vision_len, vision_window = _frames(rng_vision, e[:, 2], r[:, 2], Tv, Dv, noise(2))
+        audio, audio_len, audio_window = _frames(rng_audio, e[:, 1], r[:, 1], Ta, Da, noise(1))
+        if kind == "3class":
+            vision, vision_len, vision_window = _patches(rng_vision, e[:, 2], r[:, 2], Dv)
+        else:
+            vision, vision_len, vision_window = _frames(rng_vision, e[:, 2], r[:, 2], Tv, Dv, noise(2))
 
     lo, hi, scale = (-1.0, 1.0, 1 / 3) if kind == "sims" else (-3.0, 3.0, 1.0)
     data = {

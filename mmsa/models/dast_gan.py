@@ -68,8 +68,8 @@ class DASTGANConfig(EMTDLFRConfig):
 
     PRESETS: ClassVar[dict] = {
         "mosi": {**EMTDLFRConfig.PRESETS["mosi"], "w_adv": 0.1},
-        "mosei": {**EMTDLFRConfig.PRESETS["mosei"], "w_adv": 0.08},
-        "sims": {**EMTDLFRConfig.PRESETS["sims"], "w_adv": 0.1},
+        "mosei": {**EMTDLFRConfig.PRESETS["mosei"], "w_adv": 0.1},     # the table's middle column
+        "sims": {**EMTDLFRConfig.PRESETS["sims"], "w_adv": 0.08},      # its right column
     }
 
 
