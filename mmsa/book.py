@@ -58,6 +58,9 @@ from pathlib import Path
 
 ENV_OUT = "MMSA_BOOK_OUT"  # set by `run`/`test`: the folder that receives figures/ and metrics/
 ENV_ONLY = "MMSA_BOOK_ONLY"  # set by `test --only`: the notebooks whose claims are checked
+# the matplotlib backend of the kernels `run` starts, whatever MPLBACKEND says in the caller's
+# environment (CI exports Agg): an executed notebook carries its figures as image outputs
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 # seaborn's "colorblind" palette (Okabe-Ito-like), the default colour cycle of every figure
 COLORBLIND = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
@@ -444,6 +447,16 @@ def _publish(nb: Path, executed: Path, staged_figures: Path) -> None:
           + (f"; removed stale {', '.join(gone)}" if gone else ""), flush=True)
 
 
+def figure_counts(nb_path: str | os.PathLike) -> tuple[int, int]:
+    """(image outputs, ``save_figure(`` calls) of a notebook file: an executed chapter shows at
+    least one image for every figure it saves (a call in a loop saves more than one)."""
+    nb = json.loads(Path(nb_path).read_text(encoding="utf-8"))
+    code = [c for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+    images = sum("image/png" in o.get("data", {}) for c in code for o in c.get("outputs", []))
+    saves = sum("".join(c.get("source", "")).count("save_figure(") for c in code)
+    return images, saves
+
+
 def _target(folder: Path, nb: Path) -> Path:
     """Where the executed copy of ``nb`` goes: ``folder/NAME``, ``folder/solutions/NAME`` for a solution."""
     target = folder / SOLUTIONS / nb.name if is_solution(nb) else folder / nb.name
@@ -465,8 +478,9 @@ def run(only=None, smoke=False, inplace=False, params: dict | None = None, prese
     mode = "smoke" if smoke else preset
     out = root / "build" / mode if mode else root / "build"
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    old_env = {k: os.environ.get(k) for k in (ENV_OUT, "PYTHONPATH")}
+    old_env = {k: os.environ.get(k) for k in (ENV_OUT, "PYTHONPATH", "MPLBACKEND")}
     os.environ[ENV_OUT] = str(out)
+    os.environ["MPLBACKEND"] = INLINE_BACKEND   # the kernel inherits it: figures on the page
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), old_env["PYTHONPATH"]]))
     report, total, n = [], 0.0, len(jobs)
     print(f"[mmsa.book] running {n} notebook(s){' in mode ' + mode if mode else ''}; outputs under "

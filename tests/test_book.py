@@ -315,3 +315,38 @@ def test_run_solutions_keeps_the_chapters_metrics_and_figures(with_solution, cap
     assert json.loads((build / "metrics" / "00.json").read_text()) == {"fresh": 1}
     executed = nbformat.read(build / "notebooks" / "solutions" / "00_solutions.ipynb", as_version=4)
     assert "00_plot.png" in executed.cells[2].outputs[0].text  # the chapter's figure was not removed
+
+
+# --------------------------------------------------------------------------- figures on the page
+def test_run_puts_figures_on_the_page_whatever_mplbackend_says(repo, monkeypatch, capsys):
+    """The kernels of `run` use the inline backend even where the caller exports MPLBACKEND=Agg
+    (as CI does), so an executed notebook carries its figures as image outputs."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nbformat.write(_notebook("n = 3\n", "import matplotlib.pyplot as plt\nplt.plot(range(n))\nplt.show()"),
+                   repo / "notebooks" / "00_first.ipynb")
+    assert book.run(["00"]) == 0
+    images, saves = book.figure_counts(repo / "build" / "notebooks" / "00_first.ipynb")
+    assert (images, saves) == (1, 0)
+    assert book.os.environ["MPLBACKEND"] == "Agg"      # the caller's environment is restored
+
+
+_CHAPTERS = sorted((book.repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# Chapters committed from runs whose kernels used a non-inline backend (MPLBACKEND=Agg): their
+# figures are in figures/ but not on the page.  A rerun with `python -m mmsa.book run --inplace`
+# makes them pass; then remove them from this set.
+_NOT_RERUN_INLINE = {"00", "01", "02", "03", "04", "05", "06", "07", "08", "10"}
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, id=p.stem, marks=pytest.mark.xfail(
+        strict=False, reason="chapters not yet re-executed with the inline backend")
+                 if p.name[:2] in _NOT_RERUN_INLINE else ())
+    for p in _CHAPTERS])
+def test_committed_chapter_shows_every_figure_it_saves(path):
+    images, saves = book.figure_counts(path)
+    assert images >= saves, f"{path.name}: {images} image output(s) for {saves} save_figure call(s)"
+
+
+def test_index_is_committed_without_machine_specific_output():
+    nb = nbformat.read(book.repo_root() / "notebooks" / "index.ipynb", as_version=4)
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
