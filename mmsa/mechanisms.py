@@ -81,13 +81,15 @@ REGIMES = {
 }
 
 
-def protocol(regime: Regime | str, base: experiment.Protocol, seeds: Sequence[int]) -> experiment.Protocol:
-    """The base protocol with the regime's story, lengths and seeds (sizes, budget, device kept).
-    The default-story regime keeps the base protocol's lengths: its runs are the chapters' runs."""
+def protocol(regime: Regime | str, base: experiment.Protocol, seeds: Sequence[int],
+             lengths: Optional[Sequence[int]] = None) -> experiment.Protocol:
+    """The base protocol with the regime's story, lengths (``lengths`` overrides them, e.g. for a
+    quick CI run) and seeds; sizes, budget and device are kept.  The default-story regime keeps
+    the base protocol's lengths: its runs are the chapters' runs."""
     regime = REGIMES[regime] if isinstance(regime, str) else regime
     changes = {"seeds": tuple(int(s) for s in seeds)}
     if regime.reliability != "polarity":
-        changes.update(reliability=regime.reliability, lengths=tuple(regime.lengths))
+        changes.update(reliability=regime.reliability, lengths=tuple(lengths or regime.lengths))
     return dataclasses.replace(base, **changes)
 
 
@@ -167,17 +169,19 @@ class Study:
 
 
 def study(base: experiment.Protocol, seeds: Sequence[int] = (1, 2, 3, 4, 5), regimes: Sequence[str] = ("dam", "sta", "gan"),
-          workers: int = 2, variants: Optional[dict] = None, progress: bool = True) -> Study:
+          workers: int = 2, variants: Optional[dict] = None, lengths: Optional[dict] = None,
+          progress: bool = True) -> Study:
     """Train (or load) every regime's runs and measure them on each regime's test split.
 
     variants: {regime: {label: (model, flags)}} extra runs (e.g. an intervention) trained beside
-    the regime's own; their paired gain over the ablation is reported too."""
-    variants = variants or {}
+    the regime's own; their paired gain over the ablation is reported too.
+    lengths:  {regime: (text, audio, vision)} to override a regime's clip lengths (CI runs)."""
+    variants, lengths = variants or {}, lengths or {}
     st = Study(tuple(int(s) for s in seeds))
     st.metrics["mech_seeds"] = len(st.seeds)
     for name in regimes:
         rg = REGIMES[name]
-        p = st.protocols[name] = protocol(rg, base, st.seeds)
+        p = st.protocols[name] = protocol(rg, base, st.seeds, lengths.get(name))
         data = st.data[name] = experiment.load(p)
         runs = st.runs[name] = experiment.fit_all(jobs(rg, st.seeds, variants.get(name)), p, workers=workers,
                                                   progress=progress)

@@ -215,3 +215,56 @@ def mmd2(a: np.ndarray, b: np.ndarray) -> float:
 
 
 __all__ = ["occlude", "random_windows", "occlusion_test", "partial_spearman", "feature_gap", "mmd2"]
+
+
+def roughness(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(N,) texture of each clip's valid frames: mean squared step |x_t − x_{t−1}|² over the mean
+    squared frame |x_t|² (≈ 2(1 − lag-1 autocorrelation); 0.6 for SynthMSA's smooth AR(1) noise,
+    2 for white noise).  Loudness cancels: scaling a clip leaves its roughness unchanged."""
+    out = np.zeros(len(x))
+    for i, n in enumerate(np.asarray(lengths, int)):
+        v = np.asarray(x[i, :max(int(n), 2)], np.float64)
+        out[i] = ((v[1:] - v[:-1]) ** 2).sum(-1).mean() / max((v ** 2).sum(-1).mean(), 1e-12)
+    return out
+
+
+@torch.no_grad()
+def reliability_decodability(model: torch.nn.Module, split, folds: int = 5) -> dict:
+    """How well can the true reliability r_m be read at each stage of a DAST-GAN with DAM?
+
+    A ridge probe (``folds``-fold cross-validated) predicts r_m from DAM's input LN(vec G^(m),L)
+    (the last layer's candidate, as the scorer sees it) and from the encoder's global vector h_m;
+    the raw input is read with two one-number statistics, loudness (mean squared frame) and
+    ``roughness``.  Returns {(stage, modality): |Spearman(prediction, r_m)|}: where a stage scores
+    low, no weight computed from it can follow r_m."""
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_val_predict
+
+    model.eval()
+    captured, feats = [], {m: [] for m in MODALITIES}
+    forward = model.dam.forward
+    model.dam.forward = lambda g, cands, rho: captured.append(cands.detach()) or forward(g, cands, rho)
+    try:
+        for b in make_loader(split, 64):
+            captured.clear()
+            v = model.view(b)
+            for i, m in enumerate(MODALITIES):
+                feats[m].append((model.dam.norm(captured[-1][:, i].flatten(1)).float().numpy(),
+                                 v["enc"]["global"][m].float().numpy()))
+    finally:
+        model.dam.forward = forward
+    rel = np.asarray(split.truth["reliability"], np.float64)
+    out = {}
+    for i, m in enumerate(MODALITIES):
+        for k, stage in enumerate(("DAM input", "encoder h_m")):
+            X = np.concatenate([f[k] for f in feats[m]])
+            pred = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 3, 12)), X, rel[:, i], cv=folds)
+            out[(stage, m)] = abs(float(spearmanr(pred, rel[:, i]).statistic))
+    for m in ("audio", "vision"):
+        x, n = getattr(split, m), getattr(split, f"{m}_lengths")
+        loud = (np.asarray(x, np.float64) ** 2).sum((1, 2)) / np.maximum(n, 1)
+        j = MODALITIES.index(m)
+        out[("raw loudness", m)] = abs(float(spearmanr(loud, rel[:, j]).statistic))
+        out[("raw roughness", m)] = abs(float(spearmanr(roughness(x, n), rel[:, j]).statistic))
+    return out

@@ -1,0 +1,117 @@
+"""The designed regimes of DAST-GAN's modules (SynthMSA 'texture' and 'synchrony') and
+mmsa.mechanisms' paired study, on tiny data."""
+import numpy as np
+import pytest
+
+from mmsa import experiment, mechanisms, probes
+from mmsa.data.synthetic import SYNC_DISTRACTORS, SYNC_WIDTH, synthetic_splits
+
+
+@pytest.fixture(scope="module")
+def texture(tmp_path_factory):
+    return synthetic_splits("mosi", sizes=(240, 8, 8), seed=5, root=tmp_path_factory.mktemp("tex"),
+                            lengths=(24, 60, 60), reliability="texture", verbose=False)["train"]
+
+
+@pytest.fixture(scope="module")
+def synchrony(tmp_path_factory):
+    return synthetic_splits("mosi", sizes=(120, 8, 8), seed=5, root=tmp_path_factory.mktemp("sync"),
+                            lengths=(24, 150, 200), reliability="synchrony", verbose=False)["train"]
+
+
+def test_roughness_by_hand():
+    x = np.zeros((2, 4, 1))
+    x[0, :, 0] = [1, 1, 1, 1]          # constant: no steps
+    x[1, :, 0] = [1, -1, 1, -1]        # alternating: steps of 2, frames of 1 -> 4
+    assert probes.roughness(x, np.array([4, 4])).tolist() == [0.0, 4.0]
+    assert probes.roughness(3 * x, np.array([4, 4])).tolist() == [0.0, 4.0]   # loudness cancels
+
+
+def test_texture_reliability_is_visible_as_texture_not_loudness(texture):
+    from scipy.stats import spearmanr
+
+    r = texture.truth["reliability"]
+    assert 0.05 <= r.min() and r.max() <= 1.0
+    assert abs(spearmanr(r[:, 0], texture.regression_labels).statistic) < 0.2     # independent of the label
+    for m, j in (("audio", 1), ("vision", 2)):
+        x, n = getattr(texture, m), getattr(texture, f"{m}_lengths")
+        loud = (x.astype(np.float64) ** 2).sum((1, 2)) / n
+        assert abs(spearmanr(loud, r[:, j]).statistic) < 0.2
+        assert spearmanr(probes.roughness(x, n), r[:, j]).statistic < -0.6       # rough = unreliable
+
+
+def test_texture_modalities_say_the_truth_in_proportion_to_their_reliability(texture):
+    r, y, ya = texture.truth["reliability"][:, 1], texture.regression_labels, texture.unimodal["A"]
+    good, bad = r > 0.7, r < 0.3
+    assert np.corrcoef(y[good], ya[good])[0, 1] > np.corrcoef(y[bad], ya[bad])[0, 1] + 0.3
+
+
+def test_synchrony_true_burst_is_shared_by_audio_and_vision(synchrony):
+    win = synchrony.truth["cue_window"]
+    na, nv = synchrony.audio_lengths, synchrony.vision_lengths
+    assert na.max() <= 150 and nv.max() <= 200 and na.min() >= 75 and nv.min() >= 100
+    assert np.allclose(na / 150, nv / 200, atol=0.01)                       # one clip, two frame rates
+    assert np.allclose(win[:, 1, 0] / na, win[:, 2, 0] / nv, atol=0.02)     # the same moment
+    assert np.allclose((win[:, 1, 1] - win[:, 1, 0]) / na, SYNC_WIDTH, atol=0.01)
+    assert np.allclose(synchrony.regression_labels, synchrony.unimodal["A"])
+
+
+def test_synchrony_has_decoy_bursts_away_from_the_true_one(synchrony):
+    """Each stream has 1 + SYNC_DISTRACTORS bursts: the frames' valence energy peaks outside the
+    true window too."""
+    x, n, win = synchrony.audio, synchrony.audio_lengths, synchrony.truth["cue_window"][:, 1]
+    energy = (x.astype(np.float64) ** 2).sum(-1)
+    outside = []
+    for i in range(len(x)):
+        e = energy[i, :n[i]].copy()
+        e[win[i, 0]:win[i, 1]] = 0
+        outside.append(np.sort(e)[-SYNC_DISTRACTORS * 2:].mean() / np.median(energy[i, :n[i]]))
+    assert np.median(outside) > 3      # strong bursts remain once the true window is removed
+
+
+def test_regime_protocols_keep_the_base_and_set_story_lengths_seeds():
+    base = experiment.Protocol(sizes=(60, 20, 20), epochs=3)
+    p = mechanisms.protocol("sta", base, (1, 2, 3, 4, 5))
+    assert (p.reliability, tuple(p.lengths), p.seeds, p.sizes, p.epochs) == ("synchrony", (32, 150, 200), (1, 2, 3, 4, 5), (60, 20, 20), 3)
+    assert mechanisms.protocol("gan", base, (1, 2)).lengths == base.lengths          # the chapters' runs
+    assert mechanisms.protocol("dam", base, (1,), lengths=(16, 12, 12)).lengths == (16, 12, 12)
+
+
+def test_paired_gain_sign_and_verdict_on_hand_made_predictions():
+    class Fake:
+        def __init__(self, err):
+            self.err = err
+
+        def predict(self, loader, transform=None, keep_extras=()):
+            return {"pred": self.err, "label": np.zeros_like(self.err)}
+
+    class Split:
+        pass
+
+    import mmsa.mechanisms as mech
+
+    rng = np.random.default_rng(0)
+    good = [Fake(rng.normal(0, 0.5, 50)) for _ in range(3)]
+    bad = [Fake(g.err * 2.0) for g in good]
+    runs = {**{("with", s): g for s, g in zip((1, 2, 3), good)}, **{("without", s): b for s, b in zip((1, 2, 3), bad)}}
+    orig = mech.make_loader
+    mech.make_loader = lambda split, bs: None
+    try:
+        d = mech.paired_gain(runs, "without", "with", (1, 2, 3), Split(), n_boot=500)
+    finally:
+        mech.make_loader = orig
+    assert d["diff"] > 0 and d["verdict"] == "reproduced" and d["mde"] > 0
+    assert d["mae_without"] == pytest.approx(2 * d["mae_with"])
+
+
+def test_tiny_study_writes_every_mech_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = experiment.Protocol(sizes=(32, 16, 16), epochs=1, patience=1, lengths=(16, 12, 12), data_dir=str(tmp_path / "synth"))
+    st = mechanisms.study(base, seeds=(1, 2), workers=1, progress=False,
+                          lengths={"dam": (16, 12, 12), "sta": (16, 24, 32)})
+    keys = {"mech_seeds", "mech_dam_spearman", "mech_dam_gain_ci_low", "mech_dam_variant", "mech_sta_audio_frames",
+            "mech_sta_vision_frames", "mech_sta_gain_ci_low", "mech_sta_occlusion_vs_backbone", "mech_sta_variant",
+            "mech_gan_gain_ci_low", "mech_gan_gap_closed_seeds", "mech_gan_variant"}
+    assert keys <= set(st.metrics)
+    assert st.metrics["mech_seeds"] == 2 and st.metrics["mech_sta_audio_frames"] == 24
+    assert st.metrics["mech_dam_gain_verdict"] in ("reproduced", "contradicted", "inconclusive")
