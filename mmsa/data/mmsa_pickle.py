@@ -35,11 +35,17 @@ count; anything else is a ``FeatureFileError`` (a ``ValueError``) naming the fil
 and what was expected.  It returns one ``MSASplit`` (a ``torch.utils.data.Dataset``) per split.
 
 **Safe loading.**  Unpickling a file can run any code the file carries, and feature files
-are downloaded from third parties.  ``safe_load`` therefore reads them with a restricted
-unpickler that resolves only the globals a feature file needs (``SAFE_GLOBALS``: numpy arrays,
-dtypes and scalars -- under numpy 1.x's ``numpy.core`` and 2.x's ``numpy._core`` names -- and
-plain Python containers, strings and numbers); any other global is refused with an
-``UnsafePickleError`` naming the file and the refused ``module.name``, before it is called.
+are downloaded from third parties.  Even a restricted ``pickle.Unpickler`` is not enough: numpy's
+reconstruction routines trust the state they are given (a hostile file made only of numpy pieces
+can crash the interpreter or read process memory).  ``safe_load`` therefore interprets the
+pickle itself (``mmsa.data._unpickle``): it accepts only the globals a feature file needs
+(``SAFE_GLOBALS``: numpy arrays, dtypes and scalars -- under numpy 1.x's ``numpy.core`` and 2.x's
+``numpy._core`` names -- and plain Python containers, strings and numbers) and never calls them
+with the file's state: arrays are built from a validated dtype, shape and raw bytes of exactly
+the right length, object arrays from a list of already-built values, containers are plain, and
+sizes and nesting are bounded by the file's size.  A refused global is an ``UnsafePickleError``
+naming the file and ``module.name``; anything else is a ``FeatureFileError`` naming the file,
+the key path and what was refused.
 """
 from __future__ import annotations
 
@@ -51,6 +57,8 @@ from typing import Optional
 
 import numpy as np
 import torch
+
+from mmsa.data import _unpickle
 
 SPLITS = ("train", "valid", "test")
 MODS = ("text", "audio", "vision")
@@ -118,57 +126,51 @@ class UnsafePickleError(FeatureFileError, pickle.UnpicklingError):
     """The pickle asks for a global outside ``SAFE_GLOBALS`` (it could run code): refused."""
 
 
-_BUILTINS = ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray",
-             "int", "float", "bool", "complex")
-_NUMPY_HELPERS = (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
-SAFE_GLOBALS = frozenset(
-    {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("collections", "OrderedDict")}
-    | {(mod, name) for mod in ("builtins", "__builtin__") for name in _BUILTINS}
-    | {(f"numpy.{core}.{mod}", name) for core in ("core", "_core") for mod, name in _NUMPY_HELPERS}
-)
+SAFE_GLOBALS = _unpickle.SAFE_GLOBALS
 """``(module, name)`` pairs a feature pickle may refer to.  ``_codecs.encode`` is how pickle
 protocols 0-2 store ``bytes`` (numpy's array buffers); ``numpy.core.*`` is numpy 1.x's name of
-the module numpy 2.x calls ``numpy._core`` (both are accepted, mapped to the installed one)."""
-
-_INSTALLED_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves only ``SAFE_GLOBALS`` (no code from the file runs)."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in SAFE_GLOBALS:
-            raise UnsafePickleError(f"{module}.{name}")
-        for core in ("numpy.core.", "numpy._core."):
-            if module.startswith(core):
-                module = _INSTALLED_CORE + "." + module[len(core):]
-        return super().find_class(module, name)
+the module numpy 2.x calls ``numpy._core`` (both are accepted).  None of them is ever called
+with what the file says: ``mmsa.data._unpickle`` recognises the patterns numpy and pickle write
+and builds the values itself."""
 
 
 def safe_load(path) -> object:
-    """Unpickle ``path`` with ``SafeUnpickler``; every failure is a ``FeatureFileError`` naming it.
+    """Read the pickle at ``path`` without running code or trusting its numpy state.
 
-    A refused global -> ``UnsafePickleError``; a truncated, empty or non-pickle file -> a
-    ``FeatureFileError`` saying so (re-download the file).
+    ``mmsa.data._unpickle`` interprets the opcodes itself: arrays are made from a validated
+    (dtype, shape, raw bytes of exactly the right length) triple or, for object arrays, a list of
+    already-built values; containers are plain; sizes are bounded by the file's size and nesting
+    by ``MAX_DEPTH``.  A refused global -> ``UnsafePickleError``; anything else a feature file
+    does not hold -> ``FeatureFileError`` naming the file, the key path and what was refused; a
+    truncated, empty or non-pickle file -> a ``FeatureFileError`` saying so (re-download it).
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
-            return SafeUnpickler(f).load()
-    except UnsafePickleError as err:
+            return _unpickle.load(f, size)
+    except _unpickle.UnsafeGlobal as err:
+        name, where = err.args
         allowed = sorted({f"{m}.{n}" for m, n in SAFE_GLOBALS if m not in ("__builtin__",)})
         raise UnsafePickleError(
-            f"{path}: refused to unpickle {err.args[0]!r}. A feature file may hold only numpy arrays, "
-            f"dtypes and scalars and plain Python values (allowed globals: {', '.join(allowed)}); "
-            f"anything else could run code when loaded. If you wrote this file yourself, save its "
-            f"contents as plain numpy arrays and dicts."
+            f"{path}{where and ' ' + where}: refused to unpickle {name!r}. A feature file may hold only "
+            f"numpy arrays, dtypes and scalars and plain Python values (allowed globals: "
+            f"{', '.join(allowed)}); anything else could run code when loaded. If you wrote this file "
+            f"yourself, save its contents as plain numpy arrays and dicts."
         ) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-            IndexError, KeyError, MemoryError, OverflowError, UnicodeDecodeError) as err:
-        size = path.stat().st_size if path.exists() else 0
+    except _unpickle.Refused as err:
+        what, where = err.args
+        raise FeatureFileError(
+            f"{path}{where and ' ' + where}: refused {what}. A feature file holds only numpy arrays "
+            f"(numeric, string or object dtype) and plain dicts, lists, strings and numbers, as "
+            f"pickle.dump writes them; this file is damaged, crafted, or not an MMSA feature pickle "
+            f"(download it again, see data/README.md)."
+        ) from None
+    except _unpickle.Corrupt as err:
+        what, where = err.args
         hint = "it is empty" if size == 0 else f"{size} bytes"
         raise FeatureFileError(
-            f"{path} cannot be read as a feature pickle ({type(err).__name__}: {err}; {hint}). The file "
+            f"{path}{where and ' ' + where} cannot be read as a feature pickle ({what}; {hint}). The file "
             f"is truncated (an interrupted download or copy?) or is not an MMSA feature pickle; "
             f"download it again (see data/README.md)."
         ) from None
