@@ -383,8 +383,48 @@ def check_parameters(nb: Path, params: dict, source: str = "-p") -> dict:
         if coerced is None and default is not None and default is not _UNKNOWN:
             raise BookError(f"{nb.stem}: parameter {name} cannot be null (from {source}); "
                             f"it should be {_kind(default)}, like its default {default!r}")
+        problem = _out_of_range(name, coerced)
+        if problem:
+            raise BookError(f"{nb.stem}: parameter {name} = {coerced!r} (from {source}): {problem}")
         out[name] = coerced
     return out
+
+
+# value rules by parameter name (checked before anything runs): counts must be >= 1, rates in [0, 1]
+_COUNT = re.compile(r"(.*_)?(epochs|batch_size|batch|batches|d_model|ff_dim|fusion_layers|repeats|points|clips|"
+                    r"threads|steps|sizes|lengths|boot|positions|samples|show)$")
+_RATE = re.compile(r"(.*_)?(rate|rates|missing)$")
+
+
+def _out_of_range(name: str, value) -> str | None:
+    """Why ``value`` cannot be right for parameter ``name`` (None if it can): ``-p epochs 0`` would
+    train nothing and save an untrained model's metrics, ``-p seeds []`` would run no seed."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    numbers = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if isinstance(value, (list, tuple)) and not value and (name.endswith(("seeds", "_grid")) or name == "models"):
+        return "the list is empty (nothing would run)"
+    if _COUNT.fullmatch(name) and "warmup" not in name and any(v < 1 for v in numbers):
+        return "must be >= 1 (a count or size)"
+    if _RATE.fullmatch(name) and any(not 0 <= v <= 1 for v in numbers):
+        return "must lie in [0, 1] (a rate)"
+    if name == "level" and any(not 0 < v < 1 for v in numbers):
+        return "must lie in (0, 1) (a confidence level)"
+    if name.startswith("lr") and any(v <= 0 for v in numbers):
+        return "must be > 0 (a learning rate)"
+    return None
+
+
+def check_kernel(name: str) -> None:
+    """``--kernel NAME`` must be an installed Jupyter kernel (checked before any notebook runs)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    manager = KernelSpecManager()
+    try:
+        manager.get_kernel_spec(name)
+    except NoSuchKernel:
+        known = ", ".join(sorted(manager.find_kernel_specs())) or "none"
+        raise BookError(f"--kernel {name!r}: no such Jupyter kernel; installed kernels: {known} "
+                        f"(list them with `jupyter kernelspec list`)") from None
 
 
 def plan(only=None, smoke=False, preset=None, params: dict | None = None,
@@ -475,6 +515,7 @@ def run(only=None, smoke=False, inplace=False, params: dict | None = None, prese
         raise BookError("--inplace commits the default run; with --smoke, --preset or -p the committed outputs "
                         "would disagree with the notebook's parameters cell (run without --inplace: outputs go to build/)")
     jobs = plan(only, smoke, preset, params, with_solutions=with_solutions)
+    check_kernel(kernel)
     mode = "smoke" if smoke else preset
     out = root / "build" / mode if mode else root / "build"
     (out / "notebooks").mkdir(parents=True, exist_ok=True)

@@ -12,19 +12,23 @@ configs), ``last.pt``/``last.prev.pt``/``best.pt`` checkpoints, ``history.json``
 ``test_metrics.json``; a run killed at any moment continues with the same command plus
 ``--resume`` and ends with the same numbers as an uninterrupted one.
 
-Mistakes (unknown model, dataset, config key or device, a missing or unreadable data file)
-print one line ``mmsa: error: ...`` naming the bad value and the valid ones, and exit with
-status 2.
+Mistakes (unknown model, dataset, config key or device, a value of the wrong type, a bad
+``--n-samples``, a missing or unreadable data file, a ``--resume`` without a usable checkpoint of
+the same model) print one line ``mmsa: error: ...`` naming the bad value and the valid ones, and
+exit with status 2; a ``--resume`` is checked before ``config.json`` is rewritten.  Numbers in
+``--set``/``--train`` are numbers (``lr=1e-3``), although YAML 1.1 reads ``1e-3`` as a string.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
 ALIASES = {"synth": "synth_mosi"}
+MIN_SAMPLES = 8  # --n-samples: enough clips for a training split (valid and test get max(n // 3, 8))
 SYNTH_KINDS = {"synth_mosi": "mosi", "synth_sims": "sims", "synth3": "3class"}
 
 
@@ -32,7 +36,12 @@ class UsageError(Exception):
     """A mistake of the user's: reported as ``mmsa: error: <message>``, exit status 2."""
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _kv(items, what: str) -> dict:
+    """``key=value`` pairs; values parsed as YAML, and numbers read as numbers (YAML 1.1 reads
+    ``1e-3`` -- no dot -- as a string)."""
     import yaml
 
     out = {}
@@ -41,10 +50,45 @@ def _kv(items, what: str) -> dict:
             raise UsageError(f"{what} expects key=value, got {item!r}")
         k, v = item.split("=", 1)
         try:
-            out[k] = yaml.safe_load(v)
+            value = yaml.safe_load(v)
         except yaml.YAMLError as err:
-            raise UsageError(f"{what} {k}: cannot parse the value {v!r} ({err})") from None
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UsageError(f"{what} {k}={v}: cannot parse the value {v!r} ({problem})") from None
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            text = value.strip()
+            value = int(text) if text.lstrip("+-").isdigit() else float(text)
+        out[k] = value
     return out
+
+
+_SIMPLE_TYPES = {"bool": "a boolean (true/false)", "int": "an integer", "float": "a number", "str": "a string"}
+
+
+def _check_types(cls, values: dict, what: str) -> None:
+    """Values whose dataclass field is a plain bool/int/float/str (optionally ``Optional``) must
+    have that type (an int is a fine float); a mismatch is a ``UsageError`` naming the key."""
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        ann = str(f.type).replace(" ", "")
+        optional = ann.startswith("Optional[") or ann.endswith("|None")
+        base = ann[len("Optional["):-1] if ann.startswith("Optional[") else ann.removesuffix("|None")
+        if base not in _SIMPLE_TYPES:
+            continue
+        v = values[f.name]
+        if v is None:
+            ok = optional
+        elif base == "bool":
+            ok = isinstance(v, bool)
+        elif base == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif base == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        else:
+            ok = isinstance(v, str)
+        if not ok:
+            raise UsageError(f"{what} {f.name}={v!r}: expected {_SIMPLE_TYPES[base]}"
+                             + (" or null" if optional else "") + f" ({cls.__name__}.{f.name}: {f.type})")
 
 
 def dataset_names() -> list[str]:
@@ -112,6 +156,12 @@ def _setup(args):
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.n_samples is not None:
+        if dataset not in SYNTH_KINDS:
+            raise UsageError(f"--n-samples {args.n_samples}: sets the size of a generated SynthMSA data set "
+                             f"({', '.join(SYNTH_KINDS)}); {dataset} is read whole from its file")
+        if args.n_samples < MIN_SAMPLES:
+            raise UsageError(f"--n-samples must be >= {MIN_SAMPLES} (training clips), got {args.n_samples}")
     model_kw, train_kw = _kv(args.set, "--set"), _kv(args.train, "--train")
     train_tf = eval_tf = None
     if args.missing:
@@ -132,6 +182,7 @@ def _setup(args):
                metric_dataset=dataset)
     cfg.update(train_kw)
     try:
+        _check_types(TrainConfig, train_kw, "--train")
         config: TrainConfig = train_config(**cfg)
         resolve_device(config.device)
     except (TypeError, ValueError) as err:
@@ -145,8 +196,63 @@ def _setup(args):
     try:
         model = models.build_for_data(args.model, tr, **model_kw)
     except (TypeError, ValueError) as err:
-        raise UsageError(f"--set: {err}") from None
+        raise UsageError(f"--set {_culprit(args.model, tr, model_kw, err)}: {err}") from None
+    cfg_cls = type(getattr(model, "cfg", None))
+    if dataclasses.is_dataclass(cfg_cls):
+        _check_types(cfg_cls, model_kw, "--set")
     return splits, model, config, train_tf, eval_tf
+
+
+def _culprit(name: str, split, model_kw: dict, err: Exception) -> str:
+    """The ``key=value`` of ``--set`` that made building the model fail (all of them if unclear)."""
+    from mmsa import models
+
+    shown = {k: f"{k}={v!r}" for k, v in model_kw.items()}
+    named = [k for k in model_kw if k in str(err)]
+    if named or len(model_kw) <= 1:
+        return ", ".join(shown[k] for k in (named or model_kw)) or "(defaults)"
+    for k in list(model_kw)[:8]:  # the value without which the model builds is the bad one
+        try:
+            models.build_for_data(name, split, **{j: v for j, v in model_kw.items() if j != k})
+        except (TypeError, ValueError):
+            continue
+        return shown[k]
+    return ", ".join(shown.values())
+
+
+def check_resume(out: Path, args, model) -> None:
+    """Before anything is written: ``--resume`` needs a readable checkpoint of the same model.
+
+    Raises ``UsageError`` naming the folder and what is wrong (no usable checkpoint -- with the
+    reason for each file --, another model name, parameters of other shapes)."""
+    from mmsa.train import checkpoint_problem, previous_checkpoint, read_checkpoint
+
+    last = out / "last.pt"
+    problems, state = [], None
+    for candidate in (last, previous_checkpoint(last)):
+        if not candidate.exists():
+            problems.append(f"{candidate}: missing")
+            continue
+        try:
+            state = read_checkpoint(candidate)
+            break
+        except Exception as err:  # noqa: BLE001 - every reason is reported
+            problems.append(f"{candidate}: {checkpoint_problem(err)}")
+    if state is None:
+        raise UsageError(f"--resume: no usable checkpoint in {out} ({'; '.join(problems)}); run without "
+                         f"--resume (or with another --out) to start over")
+    name = state.get("model_name")
+    if name and name != args.model.lower():
+        raise UsageError(f"--resume: {out} holds a run of model {name!r}, not {args.model.lower()!r}; "
+                         f"resume with the same model or use another --out")
+    own = model.state_dict()
+    saved = state.get("model", {})
+    for key in sorted(set(own) | set(saved)):
+        if key not in own or key not in saved or tuple(own[key].shape) != tuple(saved[key].shape):
+            got = tuple(saved[key].shape) if key in saved else "absent"
+            want = tuple(own[key].shape) if key in own else "absent"
+            raise UsageError(f"--resume: the checkpoint in {out} does not fit this model ({key}: {got} in the "
+                             f"checkpoint, {want} now); resume with the same --set values or use another --out")
 
 
 def resolved_config(args, model, config) -> dict:
@@ -180,6 +286,8 @@ def train(args) -> int:
         if resume and not last.exists() and not previous_checkpoint(last).exists():
             print(f"[mmsa] no checkpoint in {out} yet: starting from epoch 1", file=sys.stderr)
             resume = False
+        if resume:
+            check_resume(out, args, model)  # validate first, write config.json after
         resolved = resolved_config(args, model, config)
         (out / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     loaders = {k: data.make_loader(s, args.batch_size, shuffle=(k == "train"), seed=args.seed)

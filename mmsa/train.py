@@ -366,9 +366,36 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not an mmsa checkpoint (no 'model' entry)")
     expected = state.pop("checksum", None)
-    if expected is not None and checksum(state) != expected:
+    if expected is None:
+        print(f"[mmsa.train] note: {path} carries no checksum (written by another program or an older "
+              f"mmsa): it loaded safely (weights_only=True), but partial or corrupt contents cannot be "
+              f"detected", file=sys.stderr)
+    elif checksum(state) != expected:
         raise ValueError(f"{path} is corrupt: its contents do not match the checksum written with it")
     return state
+
+
+def checkpoint_problem(err: BaseException) -> str:
+    """Why a checkpoint could not be read, in one line that keeps the reason.
+
+    ``torch.load(weights_only=True)`` refuses a file holding anything but tensors and plain values
+    with a long text whose first line is generic advice; the line naming what was refused (e.g.
+    "unsupported GLOBAL posix.system") is what the user needs, so it is the one kept.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith("Weights only load failed"):
+        reasons = [line.split("WeightsUnpickler error:")[-1].strip() for line in lines[1:]
+                   if "weights_only" not in line or "WeightsUnpickler error:" in line]
+        reasons = [r for r in reasons if r and not r.startswith("Check the documentation")]
+        reason = next((r for r in reasons if "GLOBAL" in r), None)
+        if reason:
+            return (f"refused by torch.load(weights_only=True): the file holds more than tensors and plain "
+                    f"values and could run code when loaded ({reason})")
+        return (f"not a readable checkpoint (partial, corrupt or not written by torch.save): "
+                f"{reasons[0] if reasons else lines[0]}")
+    return f"{type(err).__name__}: {lines[0]}"
 
 
 # --------------------------------------------------------------------------- trainer
@@ -525,7 +552,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0) + v.detach().float()
             n_batches += 1
             if c.progress and self.device.type == "cpu" and step % 25 == 0:  # no GPU sync for the bar
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")  # detached: no requires_grad warning
         if n_batches == 0:
             raise ValueError("the training loader yielded no batches (empty split or batch_size > size with drop_last)")
         return {f"train_{k}": float(v) / n_batches for k, v in sums.items()}
@@ -650,7 +677,7 @@ class Trainer:
             try:
                 state = read_checkpoint(candidate)
             except Exception as err:  # partial zip, bit rot, not a checkpoint, unsafe content
-                problems.append(f"{candidate}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+                problems.append(f"{candidate}: {checkpoint_problem(err)}")
                 continue
             break
         if state is None:

@@ -135,3 +135,110 @@ def test_resume_without_a_checkpoint_starts_fresh(capsys, mosi_dir, tmp_path):
     assert code == 0 and "no checkpoint in" in err and "starting from epoch 1" in err
     code, out2, _ = run(capsys, *argv, "--out", str(tmp_path / "b"))
     assert json.loads(out) == json.loads(out2)
+
+
+# ---------------------------------------------------------------- issue 26: every mistake is one message
+def test_numbers_are_read_as_numbers(capsys, mosi_dir, tmp_path):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; --set/--train read it as the number it is."""
+    code, out, err = run(capsys, "lf_dnn", "--dataset", "mosi", "--data-dir", str(mosi_dir), "--epochs", "1",
+                         "--batch-size", "4", "--out", str(tmp_path / "run"), *SMALL, "dropout=1e-1",
+                         "--train", "lr=1e-3", "progress=false")
+    assert code == 0 and "Traceback" not in err, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train_config"]["lr"] == 1e-3 and config["model_config"]["dropout"] == 0.1
+
+
+def test_values_of_the_wrong_type_name_their_key(capsys, mosi_dir):
+    base = ["lf_dnn", "--dataset", "mosi", "--data-dir", str(mosi_dir)]
+    err = fails(capsys, *base, "--set", "dropout=abc")
+    assert "--set dropout='abc'" in err
+    err = fails(capsys, *base, "--set", "hidden_text=8", "dropout=abc")  # the culprit among several
+    assert "dropout='abc'" in err and "hidden_text" not in err
+    err = fails(capsys, *base, "--train", "lr=abc")
+    assert "--train lr='abc'" in err and "a number" in err
+    err = fails(capsys, *base, "--train", "progress=3")
+    assert "progress=3" in err and "boolean" in err
+
+
+def test_n_samples_checked(capsys, mosi_dir, tmp_path):
+    err = fails(capsys, "lf_dnn", "--data-dir", str(tmp_path), "--n-samples", "-5")
+    assert "--n-samples must be >= 8" in err and "-5" in err
+    err = fails(capsys, "lf_dnn", "--data-dir", str(tmp_path), "--n-samples", "0")
+    assert "--n-samples must be >= 8" in err and "got 0" in err
+    err = fails(capsys, "lf_dnn", "--dataset", "mosi", "--data-dir", str(mosi_dir), "--n-samples", "10")
+    assert "--n-samples 10" in err and "mosi is read whole" in err
+
+
+def _first_run(capsys, mosi_dir, out):
+    argv = ["lf_dnn", "--dataset", "mosi", "--data-dir", str(mosi_dir), "--epochs", "1", "--batch-size", "4",
+            "--train", "progress=false", "--out", str(out), *SMALL]
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    return argv
+
+
+def test_resume_mistakes_are_one_message_and_write_nothing(capsys, mosi_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = _first_run(capsys, mosi_dir, out)
+    config = (out / "config.json").read_bytes()
+    # another model: refused before config.json is rewritten
+    other = ["tfn", *argv[1:]]
+    err = fails(capsys, *other, "--resume")
+    assert "holds a run of model 'lf_dnn', not 'tfn'" in err
+    assert (out / "config.json").read_bytes() == config
+    # the same model with other sizes
+    err = fails(capsys, *argv, "hidden_text=16", "--resume")
+    assert "does not fit this model" in err and "(64,) now" in err
+    assert (out / "config.json").read_bytes() == config
+    # no usable checkpoint: each file's reason, the security reason of a refused one in full
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, ("echo never",))
+
+    torch.save({"model": {}, "x": Evil()}, out / "last.pt")
+    (out / "last.prev.pt").write_bytes(b"garbage")
+    err = fails(capsys, *argv, "--resume")
+    assert "no usable checkpoint in" in err and str(out / "last.pt") in err and str(out / "last.prev.pt") in err
+    assert "GLOBAL" in err and "system" in err and "could run code" in err
+    assert (out / "config.json").read_bytes() == config
+
+
+def test_a_checkpoint_without_checksum_says_so(capsys, mosi_dir, tmp_path):
+    _first_run(capsys, mosi_dir, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    del state["checksum"]
+    torch.save(state, tmp_path / "old.pt")
+    capsys.readouterr()
+    model = load_trained(tmp_path / "old.pt")
+    assert model.cfg.hidden_text == 8
+    assert "carries no checksum" in capsys.readouterr().err
+
+
+def test_training_with_a_progress_bar_warns_nothing(capsys, mosi_dir, tmp_path, recwarn):
+    code, _, err = run(capsys, "lf_dnn", "--dataset", "mosi", "--data-dir", str(mosi_dir), "--epochs", "1",
+                       "--batch-size", "4", *SMALL, "--train", "progress=true")
+    assert code == 0, err
+    assert not [w for w in recwarn if "requires_grad" in str(w.message)]
+    assert "requires_grad" not in err
+
+
+def book_fails(capsys, *argv) -> str:
+    from mmsa.book import main as book_main
+
+    code = book_main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err and err.startswith("python -m mmsa.book run: error: ") \
+        and err.count("\n") == 1, err
+    assert "running" not in out  # nothing ran
+    return err
+
+
+def test_book_run_mistakes_are_checked_before_anything_runs(capsys):
+    err = book_fails(capsys, "run", "--kernel", "nosuch", "--only", "00")
+    assert "--kernel 'nosuch'" in err and "python3" in err
+    err = book_fails(capsys, "run", "-p", "epochs", "0", "--only", "02")
+    assert "parameter epochs = 0" in err and ">= 1" in err
+    err = book_fails(capsys, "run", "-p", "seeds", "[]", "--only", "02")
+    assert "parameter seeds = []" in err and "empty" in err
