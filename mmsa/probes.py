@@ -244,7 +244,7 @@ def reliability_decodability(model: torch.nn.Module, split, folds: int = 5) -> d
     model.eval()
     captured, feats = [], {m: [] for m in MODALITIES}
     forward = model.dam.forward
-    model.dam.forward = lambda g, cands, rho: captured.append(cands.detach()) or forward(g, cands, rho)
+    model.dam.forward = lambda g, cands, rho, texture=None: captured.append(cands.detach()) or forward(g, cands, rho, texture)
     try:
         for b in make_loader(split, 64):
             captured.clear()

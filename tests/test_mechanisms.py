@@ -115,3 +115,35 @@ def test_tiny_study_writes_every_mech_key(tmp_path, monkeypatch):
     assert keys <= set(st.metrics)
     assert st.metrics["mech_seeds"] == 2 and st.metrics["mech_sta_audio_frames"] == 24
     assert st.metrics["mech_dam_gain_verdict"] in ("reproduced", "contradicted", "inconclusive")
+
+
+def test_input_texture_by_hand_ignores_loudness_missing_frames_and_text():
+    import torch
+
+    from mmsa.fusion.dam import input_texture
+    from mmsa.types import Batch
+
+    a = torch.tensor([[[1.0], [1.0], [1.0], [1.0]], [[1.0], [-1.0], [1.0], [-1.0]]])   # smooth, alternating
+    v = 5 * a                                                                            # louder: same texture
+    ids = torch.tensor([[101, 2000, 102, 0]] * 2)
+    b = Batch(audio=a, vision=v, text_ids=ids, text_mask=(ids > 0).long(), label=torch.zeros(2),
+              audio_lengths=torch.tensor([4, 4]), vision_lengths=torch.tensor([4, 4]), text_lengths=torch.tensor([3, 3]))
+    assert torch.allclose(input_texture(b), torch.tensor([[0.0, 0.0, 0.0], [0.0, 4.0, 4.0]]))
+    gap = a.clone()
+    gap[1, 2] = 0.0                     # a dropped frame: its two steps are not counted
+    b.audio = gap
+    assert torch.allclose(input_texture(b)[1, 1], torch.tensor(4.0))
+
+
+def test_dam_texture_intervention_builds_and_every_dam_parameter_gets_a_gradient():
+    import torch
+
+    from test_dast_gan import make_batch, tiny
+
+    torch.manual_seed(0)
+    model = tiny(use_gan=False, dam_texture=True)
+    assert model.dam.mlp[0].in_features == model.dam.norm.normalized_shape[0] + 2
+    model.train()
+    out = model(make_batch())
+    out.pred.float().sum().backward()
+    assert all(p.grad is not None for p in model.dam.mlp.parameters())

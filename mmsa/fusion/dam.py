@@ -25,6 +25,8 @@ says; a modality that is half there loses log 2 of logit.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -76,30 +78,59 @@ def availability(batch: Batch) -> tuple[Tensor, dict]:
     return torch.stack(rhos, 1), keys
 
 
+def input_texture(batch: Batch) -> Tensor:
+    """(B, 3) roughness of each modality's observed frames, read from the input like ρ:
+    mean squared step |x_t − x_{t−1}|² over pairs of observed valid frames, divided by the mean
+    squared observed frame (≈ 0.6 for a smooth stream, 2 for white noise; loudness cancels).
+    Text (token ids) gets 0.  The ``dam_texture`` intervention hands it to DAM's scorer."""
+    cols = []
+    for m in MODALITIES:
+        x = getattr(batch, m) if m != "text" else None
+        if x is None:
+            ref = batch.audio if batch.audio is not None else batch.vision
+            cols.append(torch.zeros(ref.shape[0], device=ref.device))
+            continue
+        obs, _ = observed_from_input(batch, m)
+        x = x.float() * obs[..., None]
+        both = (obs[:, 1:] & obs[:, :-1]).float()
+        step = ((x[:, 1:] - x[:, :-1]) ** 2).sum(-1)
+        num = (step * both).sum(1) / both.sum(1).clamp(min=1)
+        den = (x ** 2).sum(-1).sum(1) / obs.float().sum(1).clamp(min=1)
+        cols.append(num / den.clamp(min=1e-6))
+    return torch.stack(cols, 1)
+
+
 class DAM(nn.Module):
     def __init__(self, dim: int, n_modalities: int = 3, hidden: int = 128, tau: float = 1.2,
-                 eps: float = 1e-6, n_tokens: int = 3):
+                 eps: float = 1e-6, n_tokens: int = 3, n_signals: int = 1):
+        """``n_signals``: per-modality numbers the scorer reads beside the candidate: 1 = ρ (the
+        paper's DAM); 2 = ρ and the input's texture (the ``dam_texture`` intervention)."""
         super().__init__()
         self.tau, self.eps = tau, eps
         self.compensation = nn.Parameter(torch.zeros(n_modalities, dim))           # c_m
         self.norm = nn.LayerNorm(n_tokens * dim)
-        self.mlp = nn.Sequential(nn.Linear(n_tokens * dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(n_tokens * dim + n_signals, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
     def compensate(self, g: Tensor, rho: Tensor) -> Tensor:
         """Eq. 5: G_m + (1 − ρ_m) c_m;  g (B,3,D), rho (B,3)."""
         return g + (1.0 - rho).to(g.dtype)[..., None] * self.compensation.to(g.dtype)
 
-    def scores(self, cands: Tensor, rho: Tensor) -> Tensor:
-        """Eq. 6, first half: z (B, M) from the candidates (B, M, 3, D) and ρ (B, M)."""
-        x = torch.cat([self.norm(cands.flatten(2)), rho.to(cands.dtype)[..., None]], -1)
+    def scores(self, cands: Tensor, rho: Tensor, texture: Optional[Tensor] = None) -> Tensor:
+        """Eq. 6, first half: z (B, M) from the candidates (B, M, 3, D) and ρ (B, M)
+        (and, for the intervention, the input texture (B, M))."""
+        signals = [rho.to(cands.dtype)[..., None]]
+        if texture is not None:
+            signals.append(texture.to(cands.dtype)[..., None])
+        x = torch.cat([self.norm(cands.flatten(2)), *signals], -1)
         return self.mlp(x).squeeze(-1).float()
 
-    def weights(self, cands: Tensor, rho: Tensor) -> Tensor:
+    def weights(self, cands: Tensor, rho: Tensor, texture: Optional[Tensor] = None) -> Tensor:
         """Eq. 6: α (B, M), rows sum to 1."""
-        return ((self.scores(cands, rho) + torch.log(rho.float() + self.eps)) / self.tau).softmax(-1)
+        return ((self.scores(cands, rho, texture) + torch.log(rho.float() + self.eps)) / self.tau).softmax(-1)
 
-    def forward(self, g_prev: Tensor, cands: Tensor, rho: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, g_prev: Tensor, cands: Tensor, rho: Tensor,
+                texture: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """Eq. 7: cands (B,M,3,D) -> G (B,3,D), α (B,M).  (g_prev is unused: the candidates
         already read the previous context; the argument keeps EMT's pooling signature.)"""
-        a = self.weights(cands, rho)
+        a = self.weights(cands, rho, texture)
         return torch.einsum("bm,bmtd->btd", a.to(cands.dtype), cands), a

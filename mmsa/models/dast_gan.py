@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from mmsa.config import make_config
-from mmsa.fusion.dam import DAM, availability
+from mmsa.fusion.dam import DAM, availability, input_texture
 from mmsa.fusion.sta import STA, PlainSelfAttention
 from mmsa.losses import adversarial_loss, discriminator_loss
 from mmsa.models import register
@@ -54,6 +54,8 @@ class DASTGANConfig(EMTDLFRConfig):
     # reliability supervision of DAM (training only; 0 = the weights learn from the task loss alone)
     dam_supervision: float = 0.0      # weight of the unimodal heads' L1 and of the CE(target, α); off by default
     dam_target_tau: float = 0.5       # temperature of the target softmax(-|ŷ_m - y| / τ_t)
+    dam_texture: bool = False         # intervention (not the paper): DAM's scorer also reads each modality's
+                                      # input texture (``mmsa.fusion.dam.input_texture``), docs/design.md §3.3.1
     # STA
     sta_steps: int = 50
     attract_sta: bool = False            # DLFR's attraction also on STA's summary s (see attraction_dims)
@@ -85,7 +87,7 @@ class DASTGAN(EMTDLFR):
         super().__init__(cfg)
         D = cfg.d_model
         if cfg.use_dam:
-            self.dam = DAM(D, 3, cfg.dam_hidden, cfg.tau, cfg.dam_eps)
+            self.dam = DAM(D, 3, cfg.dam_hidden, cfg.tau, cfg.dam_eps, n_signals=2 if cfg.dam_texture else 1)
         if cfg.use_sta:
             self.sta = STA(D, cfg.sta_steps, cfg.n_heads, cfg.attn_dropout, cfg.ff_mult, cfg.align_sigma)
         else:
@@ -118,7 +120,8 @@ class DASTGAN(EMTDLFR):
         rho = rho.to(g.device)
         if self.cfg.use_dam:
             g = self.dam.compensate(g, rho)                               # Eq. 5
-            pool = lambda g_prev, cands: self.dam(g_prev, cands, rho)     # Eq. 6-7
+            texture = input_texture(batch).to(g.device) if self.cfg.dam_texture else None
+            pool = lambda g_prev, cands: self.dam(g_prev, cands, rho, texture)   # Eq. 6-7
         else:
             fixed = torch.full((g.shape[0], 3), 1.0 / 3, device=g.device)
             pool = lambda g_prev, cands: (cands.mean(1), fixed)
