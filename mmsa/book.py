@@ -4,6 +4,7 @@
     python -m mmsa.book run --only 03 -p epochs 30 -p seeds "[1, 2]"
     python -m mmsa.book run --smoke --only 00     # CI parameters from ci/NN.yaml -> build/smoke/
     python -m mmsa.book run --preset gpu          # parameters from ci/gpu/NN.yaml -> build/gpu/
+    python -m mmsa.book run --preset classroom    # the CI parameters ci/NN.yaml -> build/classroom/
     python -m mmsa.book run --inplace --only 00   # default run, then notebook + figures committed
     python -m mmsa.book run --only 02 --solutions # chapter 02, then notebooks/solutions/02_solutions.ipynb
     python -m mmsa.book run                       # the main job: every notebook, in order
@@ -18,13 +19,17 @@ Where things go (OUT = ``build/``, ``build/smoke/`` or ``build/<preset>/``):
     run                    OUT/notebooks/      OUT/figures/    OUT/metrics/
     run --inplace          notebooks/ (*)      figures/ (*)    build/metrics/
     test                   (not kept)          OUT/figures/    OUT/metrics/
-    a notebook opened in   itself              figures/        build/metrics/
-    Jupyter by hand
+    a notebook opened in   itself              build/figures/  build/metrics/
+    Jupyter by hand, or
+    run by papermill
+    the same with          itself              build/classroom/figures/, build/classroom/metrics/
+    MMSA_PRESET=classroom
     =====================  ==================  ==============  ==============
 
 (*) only after the notebook ran to the end: it is executed into ``build/`` first, then the
-notebook (cleaned, see ``clean``) and the figures it saved are copied together.  A run never
-overwrites the committed ``figures/`` otherwise.  ``run`` and ``test`` tell a notebook where to
+notebook (cleaned, see ``clean``) and the figures it saved are copied together.  Nothing else
+writes the committed ``figures/``: not a default run, not a notebook run by hand or by papermill
+directly (its setup cell prints where its figures go).  ``run`` and ``test`` tell a notebook where to
 write by the environment variable ``MMSA_BOOK_OUT`` (:data:`ENV_OUT`), read by
 :func:`figures_dir` and :func:`metrics_dir`.
 
@@ -92,9 +97,12 @@ def out_dir() -> Path | None:
 
 
 def figures_dir() -> Path:
-    """``$MMSA_BOOK_OUT/figures`` under ``run``/``test``; the committed ``figures/`` by hand."""
+    """``$MMSA_BOOK_OUT/figures`` under ``run``/``test``; ``build/figures`` by hand.
+
+    Only ``run --inplace`` writes the committed ``figures/`` (it copies them from ``build/``).
+    """
     out = out_dir()
-    path = out / "figures" if out else repo_root() / "figures"
+    path = out / "figures" if out else repo_root() / "build" / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -116,8 +124,15 @@ def display_path(path: str | os.PathLike) -> str:
         return str(path)
 
 
-def setup(threads: int | None = None, style: bool = True, quiet: bool = True) -> Path:
-    """Notebook preamble: cd to the repo root (so data/ resolves), threads, plot style.
+def setup(threads=None, notebook: str | None = None, style: bool = True, quiet: bool = True) -> Path:
+    """Notebook preamble: cd to the repo root (so data/ resolves), preset, threads, plot style.
+
+    A chapter calls ``root = mmsa.book.setup(globals(), "NN")`` right after its parameters cell
+    (``"solutions/NN"`` in a solutions notebook): with ``MMSA_PRESET=classroom`` in the
+    environment it replaces the parameters still at their defaults by the chapter's small
+    values, printing what changed (:mod:`mmsa.classroom`); ``threads`` is then read from those
+    parameters.  ``setup(threads)`` (a number) also works, without presets.  Setup prints where
+    the notebook's figures and key numbers go.
 
     ``style``: the book's matplotlib defaults (fonts >= 8 pt, colour-blind-safe colour cycle).
     ``quiet``: hide transformers' weight-loading bars and load reports and tqdm's "IProgress not
@@ -126,6 +141,16 @@ def setup(threads: int | None = None, style: bool = True, quiet: bool = True) ->
     """
     root = repo_root()
     os.chdir(root)
+    if isinstance(threads, dict):  # setup(globals(), "NN"): the notebook's own namespace
+        from mmsa import classroom
+
+        classroom.apply(threads, notebook)
+        threads = threads.get("threads")
+    elif os.environ.get("MMSA_PRESET", "").strip().lower() not in ("", "full", "default", "none"):
+        print(f"[mmsa.book] MMSA_PRESET={os.environ['MMSA_PRESET'].strip()} is ignored: this notebook's setup cell "
+              "does not pass its parameters (setup(globals(), \"NN\") does)", flush=True)
+    print(f"[mmsa.book] figures -> {display_path(figures_dir())}/, key numbers -> {display_path(metrics_dir())}/"
+          + ("" if out_dir() else " (the committed figures/ only by `python -m mmsa.book run --inplace`)"), flush=True)
     if threads:
         import torch
 
@@ -239,8 +264,12 @@ def is_solution(nb: Path) -> bool:
 def presets() -> list[str]:
     """Parameter presets: folders ``ci/<NAME>/`` holding ``NN.yaml`` files (``ci/solutions/`` is not one)."""
     ci = repo_root() / "ci"
-    return sorted(p.name for p in ci.iterdir() if p.is_dir() and p.name != SOLUTIONS
-                  and any(p.glob("[0-9][0-9].yaml"))) if ci.is_dir() else []
+    found = sorted(p.name for p in ci.iterdir() if p.is_dir() and p.name != SOLUTIONS
+                   and any(p.glob("[0-9][0-9].yaml"))) if ci.is_dir() else []
+    return sorted({*found, CLASSROOM}) if (ci / "00.yaml").exists() else found
+
+
+CLASSROOM = "classroom"  # the preset of the CI parameters ci/NN.yaml (mmsa.classroom; MMSA_PRESET=classroom)
 
 
 def _load_yaml_file(path: Path) -> dict:
@@ -270,7 +299,12 @@ def smoke_parameters(nb: Path) -> dict:
 
 
 def preset_parameters(nb: Path, preset: str) -> dict:
-    """Parameters of ``ci/<preset>/NN.yaml``; ``{}`` (the defaults) when that file does not exist."""
+    """Parameters of ``ci/<preset>/NN.yaml``; ``{}`` (the defaults) when that file does not exist.
+
+    ``classroom`` is the preset of the CI parameters ``ci/NN.yaml``, run under ``build/classroom/``.
+    """
+    if preset == CLASSROOM and not (repo_root() / "ci" / preset).is_dir():
+        return smoke_parameters(nb)
     folder = repo_root() / "ci" / preset
     if not re.fullmatch(r"[\w-]+", preset) or not folder.is_dir() or preset == SOLUTIONS:
         have = presets()
@@ -441,7 +475,9 @@ def plan(only=None, smoke=False, preset=None, params: dict | None = None,
         if smoke:
             base, src = smoke_parameters(nb), _parameter_file(nb)
         elif preset:
-            base, src = preset_parameters(nb, preset), _parameter_file(nb, preset)
+            base = preset_parameters(nb, preset)
+            src = _parameter_file(nb) if preset == CLASSROOM and not (repo_root() / "ci" / preset).is_dir() \
+                else _parameter_file(nb, preset)
         else:
             base, src = {}, ""
         base = check_parameters(nb, base, src) if base else {}
@@ -519,7 +555,8 @@ def run(only=None, smoke=False, inplace=False, params: dict | None = None, prese
     mode = "smoke" if smoke else preset
     out = root / "build" / mode if mode else root / "build"
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    old_env = {k: os.environ.get(k) for k in (ENV_OUT, "PYTHONPATH", "MPLBACKEND")}
+    old_env = {k: os.environ.get(k) for k in (ENV_OUT, "PYTHONPATH", "MPLBACKEND", "MMSA_PRESET")}
+    os.environ.pop("MMSA_PRESET", None)  # the parameters are injected; a kernel must not apply a preset again
     os.environ[ENV_OUT] = str(out)
     os.environ["MPLBACKEND"] = INLINE_BACKEND   # the kernel inherits it: figures on the page
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), old_env["PYTHONPATH"]]))
@@ -599,6 +636,7 @@ def test(only=None, skip_unit=False) -> int:
     out = root / "build" / "smoke"
     env = dict(os.environ)
     env[ENV_OUT] = str(out)
+    env.pop("MMSA_PRESET", None)  # CI mode injects its parameters
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     if only:
         env[ENV_ONLY] = " ".join(nb.name[:2] for nb in nbs)
@@ -848,7 +886,8 @@ def main(argv=None) -> int:
     r.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers, e.g. 00 03")
     mode = r.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="CI mode: parameters from ci/NN.yaml, outputs in build/smoke/")
-    mode.add_argument("--preset", metavar="NAME", help="parameters from ci/NAME/NN.yaml, outputs in build/NAME/")
+    mode.add_argument("--preset", metavar="NAME", help="parameters from ci/NAME/NN.yaml, outputs in build/NAME/; "
+                      "classroom: the CI parameters ci/NN.yaml (MMSA_PRESET=classroom in JupyterLab)")
     r.add_argument("--inplace", action="store_true",
                    help="after each successful notebook, write it (cleaned) into notebooks/ and its figures into figures/")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],

@@ -71,7 +71,7 @@ def test_value_of_the_wrong_type_is_an_error(repo, capsys):
 
 def test_unknown_preset_lists_the_available_ones(repo, capsys):
     err = _error(capsys, ["run", "--preset", "tpu"])
-    assert "'tpu'" in err and "available presets: gpu" in err
+    assert "'tpu'" in err and "available presets: classroom, gpu" in err  # classroom: the CI values
 
 
 def test_bad_yaml_in_a_parameter_file_names_the_file(repo, capsys):
@@ -281,9 +281,9 @@ def test_solutions_are_not_chapters_and_follow_their_chapter(with_solution):
 
 
 def test_ci_solutions_folder_is_not_a_preset(with_solution, capsys):
-    assert book.presets() == ["gpu"]
+    assert book.presets() == ["classroom", "gpu"]  # classroom: the CI values ci/NN.yaml (mmsa.classroom)
     err = _error(capsys, ["run", "--preset", "solutions"])
-    assert "'solutions'" in err and "available presets: gpu" in err
+    assert "'solutions'" in err and "available presets: classroom, gpu" in err
 
 
 def test_a_wrong_parameter_in_ci_solutions_names_the_file(with_solution, capsys):
