@@ -10,6 +10,7 @@
     python -m mmsa.book run                       # the main job: every notebook, in order
     python -m mmsa.book test [--only 00 01] [--skip-unit]   # what CI runs (.ci/run), solutions included
     python -m mmsa.book clean [--check] [PATH ...]          # strip volatile metadata
+    python -m mmsa.book site [--only 09] [--from DIR]       # the website: build/site/_build/html/
 
 Where things go (OUT = ``build/``, ``build/smoke/`` or ``build/<preset>/``):
 
@@ -898,6 +899,10 @@ def main(argv=None) -> int:
     t = sub.add_parser("test", help="unit tests + clean --check + notebooks and solutions in CI mode under nbval + claims")
     t.add_argument("--only", nargs="+", metavar="NN", help="limit notebooks (and their solutions), nbval and claims to these")
     t.add_argument("--skip-unit", action="store_true", help="skip the unit tests")
+    w = sub.add_parser("site", help="the book as a static website (Jupyter Book, offline): build/site/_build/html/")
+    w.add_argument("--only", nargs="+", metavar="NN", help="only these chapters (and their solutions)")
+    w.add_argument("--from", dest="executed", metavar="DIR",
+                   help="executed notebooks to publish (default build/notebooks/; the committed ones otherwise)")
     c = sub.add_parser("clean", help="strip volatile metadata, injected parameters and machine paths from notebooks")
     c.add_argument("paths", nargs="*", help="notebooks or folders (default: notebooks/)")
     c.add_argument("--check", action="store_true", help="only list the notebooks that need cleaning (exit 1 if any)")
@@ -911,6 +916,16 @@ def main(argv=None) -> int:
                        with_solutions=args.solutions)
         if args.cmd == "clean":
             return clean(args.paths or None, check=args.check)
+        if args.cmd == "site":
+            from mmsa import book_site
+
+            from mmsa import book as package  # `python -m mmsa.book` runs this file as __main__
+
+            try:
+                book_site.build(args.only, args.executed)
+            except package.BookError as err:
+                raise BookError(str(err)) from None
+            return 0
         return test(args.only, args.skip_unit)
     except BookError as err:
         print(f"python -m mmsa.book {args.cmd}: error: {err}", file=sys.stderr)
