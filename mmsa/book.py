@@ -494,6 +494,17 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def _children_cpu() -> float | None:
+    """CPU seconds (user + system) of the finished child processes: a notebook's kernel and the
+    workers it started, once the kernel has exited (``None`` where ``resource`` does not exist)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _remove_stale(out: Path, nb: Path, figures: bool) -> None:
     if is_solution(nb):  # a solutions notebook writes no metrics or figures of its own
         return
@@ -571,7 +582,7 @@ def run(only=None, smoke=False, inplace=False, params: dict | None = None, prese
             print(f"[{k}/{n}] {nb.stem}: {shown}" + (f" (from {src})" if src and p else ""), flush=True)
             _remove_stale(out, nb, figures=inplace)
             target = _target(out / "notebooks", nb)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _children_cpu()
             status, error = "ok", None
             try:
                 papermill.execute_notebook(str(nb), str(target), parameters=p, kernel_name=kernel,
@@ -579,16 +590,18 @@ def run(only=None, smoke=False, inplace=False, params: dict | None = None, prese
             except PapermillExecutionError as err:
                 status, error = "failed", f"cell [{err.exec_count}] raised {err.ename}: {_first_line(err.evalue)}"
             dt = time.perf_counter() - t0
+            cpu = None if cpu0 is None else round(_children_cpu() - cpu0, 1)  # the kernel and its workers
             total += dt
             if status == "ok":
-                print(f"[{k}/{n}] {nb.stem} done in {_fmt_s(dt)} (total {_fmt_s(total)})", flush=True)
+                print(f"[{k}/{n}] {nb.stem} done in {_fmt_s(dt)}" + (f", CPU {_fmt_s(cpu)}" if cpu is not None else "")
+                      + f" (total {_fmt_s(total)})", flush=True)
                 if inplace:
                     _publish(nb, target, out / "figures")
             else:
                 print(f"[{k}/{n}] {nb.stem} FAILED after {_fmt_s(dt)} (total {_fmt_s(total)}): {error}\n"
                       f"      the executed copy with the traceback: {display_path(target)}"
                       + ("; notebooks/ and figures/ left unchanged" if inplace else ""), flush=True)
-            report.append({"notebook": nb.name, "seconds": round(dt, 1), "status": status, "error": error,
+            report.append({"notebook": nb.name, "seconds": round(dt, 1), "cpu_seconds": cpu, "status": status, "error": error,
                            "parameters": p, "mode": mode or "default"})
     finally:
         for key, value in old_env.items():
