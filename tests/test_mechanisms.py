@@ -107,7 +107,7 @@ def test_paired_gain_sign_and_verdict_on_hand_made_predictions():
 def test_tiny_study_writes_every_mech_key(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = experiment.Protocol(sizes=(32, 16, 16), epochs=1, patience=1, lengths=(16, 12, 12), data_dir=str(tmp_path / "synth"))
-    st = mechanisms.study(base, seeds=(1, 2), workers=1, progress=False,
+    st = mechanisms.study(base, seeds=(1, 2), workers=1, progress=False, fixes=False,
                           lengths={"dam": (16, 12, 12), "sta": (16, 24, 32)})
     keys = {"mech_seeds", "mech_dam_spearman", "mech_dam_gain_ci_low", "mech_dam_variant", "mech_sta_audio_frames",
             "mech_sta_vision_frames", "mech_sta_gain_ci_low", "mech_sta_occlusion_vs_backbone", "mech_sta_variant",
@@ -115,6 +115,9 @@ def test_tiny_study_writes_every_mech_key(tmp_path, monkeypatch):
     assert keys <= set(st.metrics)
     assert st.metrics["mech_seeds"] == 2 and st.metrics["mech_sta_audio_frames"] == 24
     assert st.metrics["mech_dam_gain_verdict"] in ("reproduced", "contradicted", "inconclusive")
+    assert st.metrics["mech_dam_variant"] == "faithful" or not st.metrics["mech_dam_faithful_meets_target"]
+    table = mechanisms.verdict_table(st)
+    assert list(table["regime"]) == ["dam", "sta", "gan"] and table["MDE"].gt(0).all()
 
 
 def test_input_texture_by_hand_ignores_loudness_missing_frames_and_text():
