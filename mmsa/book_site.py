@@ -9,7 +9,8 @@ the executed copy under ``--from`` (default ``build/notebooks/``, where ``python
 puts them) when there is one, else the committed notebook of ``notebooks/``.  Pages, in order:
 the table of contents (``notebooks/index.ipynb``) as the landing page, the chapters 00-10, the
 reproduction report (``build/report.md`` that chapter 10 writes, or a page saying how to make it),
-the instructor's guide (``docs/course.md``), and, separately, the solutions.
+the instructor's guide (``docs/course.md``), the design notes (``docs/design.md``), and, separately,
+the solutions.  Links between these files are rewritten for the site's flat layout.
 
 Equations are typeset by MathJax 2.7 from the ``jupyter-server-mathjax`` package (a dependency of
 the ``dev`` extra), copied into the site: no page loads anything from the network.
@@ -67,6 +68,18 @@ def _write(text: str, dst: Path) -> bool:
     return True
 
 
+# links written for the repository's layout, as they read from the site's flat layout
+LINKS = {"": [("](../docs/design.md", "](design.md"), ("](../docs/course.md", "](course.md")],
+         "course.md": [("](../notebooks/solutions/", "](solutions/"), ("](../notebooks/", "](")],
+         "design.md": [("](../notebooks/solutions/", "](solutions/"), ("](../notebooks/", "](")]}
+
+
+def _relink(text: str, rel: str) -> str:
+    for old, new in LINKS.get(rel, LINKS[""] if rel.endswith(".ipynb") and "/" not in rel else []):
+        text = text.replace(old, new)
+    return text
+
+
 def _pick(committed: Path, executed_dir: Path | None) -> tuple[Path, str]:
     """The executed copy of a notebook when there is one, else the committed notebook."""
     from mmsa import book
@@ -115,7 +128,12 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
     wanted, used = set(), []
 
     def put(source: Path, rel: str, origin: str):
-        _sync(source, src / rel)
+        text = source.read_text(encoding="utf-8")
+        linked = _relink(text, rel)
+        if linked == text:
+            _sync(source, src / rel)
+        else:
+            _write(linked, src / rel)
         wanted.add(rel)
         used.append((rel, origin))
 
@@ -132,14 +150,15 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
         _write(REPORT_MISSING, src / "report.md")
         wanted.add("report.md")
         used.append(("report.md", "placeholder (no build/report.md yet)"))
-    course = root / "docs" / "course.md"
-    if course.exists():
-        put(course, "course.md", book.display_path(course))
+    course, design = root / "docs" / "course.md", root / "docs" / "design.md"
+    for page in (course, design):
+        if page.exists():
+            put(page, page.name, book.display_path(page))
 
     toc = {"format": "jb-book", "root": "index", "parts": [
         {"caption": "Chapters", "chapters": [{"file": Path(nb.name).stem} for nb in chapters]},
         {"caption": "Results and teaching", "chapters": [{"file": "report"}]
-         + ([{"file": "course"}] if course.exists() else [])},
+         + [{"file": page.stem} for page in (course, design) if page.exists()]},
     ]}
     if sols:
         toc["parts"].append({"caption": "Solutions", "chapters": [{"file": f"{book.SOLUTIONS}/{nb.stem}"}
