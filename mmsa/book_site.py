@@ -220,10 +220,17 @@ def build(only=None, executed_dir: str | Path | None = None, quiet: bool = True)
           flush=True)
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
            "build", str(src), "--builder", "html", "--path-output", str(site)]
+    # Sphinx rebuilds only the pages that changed: when the set of pages changed, every page's
+    # navigation changes and the pages left out must go, so the site is built afresh
+    pages = json.dumps(sorted(page for page, _ in used))
+    stamp = site / "pages.json"
+    if not stamp.exists() or stamp.read_text() != pages:
+        shutil.rmtree(site / "_build", ignore_errors=True)
     proc = subprocess.run(cmd, cwd=root, capture_output=quiet, text=True)
     if proc.returncode != 0:
         tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).splitlines()[-30:]) if quiet else ""
         raise book.BookError(f"jupyter-book build failed (exit {proc.returncode}): {tail}")
+    stamp.write_text(pages)
     index = site / "_build" / "html" / "index.html"
     print(f"[mmsa.book] site built in {time.perf_counter() - t0:.0f} s: {book.display_path(index)}", flush=True)
     return index
