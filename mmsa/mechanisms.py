@@ -126,19 +126,27 @@ def paired_gain(runs: dict, without: str, with_: str, seeds: Sequence[int], spli
     return d
 
 
-def dam_spearman(trainers: Sequence, split) -> dict:
+def dam_spearman(trainers: Sequence, split, n_boot: int = 400) -> dict:
     """Spearman of DAM's last-layer weights α (complete clips) against the true reliabilities,
     pooled over modalities and clips, per seed; and per modality (mean over seeds)."""
     from scipy.stats import spearmanr
 
     rel = np.asarray(split.truth["reliability"], np.float64)
     loader = make_loader(split, 64)
-    pooled, per = [], []
+    pooled, per, alphas = [], [], []
     for t in trainers:
         a = np.asarray(t.predict(loader, keep_extras=("modality_weights",))["extras"]["modality_weights"], np.float64)
+        alphas.append(a)
         pooled.append(spearmanr(a.ravel(), rel.ravel()).statistic)
         per.append([spearmanr(a[:, j], rel[:, j]).statistic for j in range(3)])
+    # 95 % interval: resample the seeds, then the clips (as robustness.paired_difference)
+    rng = np.random.default_rng(0)
+    S, N = len(alphas), len(rel)
+    boot = [np.mean([spearmanr(alphas[s][idx].ravel(), rel[idx].ravel()).statistic
+                     for s in rng.integers(0, S, S)]) for idx in (rng.integers(0, N, N) for _ in range(n_boot))]
+    lo, hi = np.quantile(boot, [0.025, 0.975])
     return {"pooled_per_seed": [float(x) for x in pooled], "pooled": float(np.mean(pooled)),
+            "ci_low": float(lo), "ci_high": float(hi),
             "by_modality": dict(zip(("text", "audio", "vision"), np.mean(per, 0).round(4).tolist()))}
 
 
@@ -221,7 +229,8 @@ def study(base: experiment.Protocol, seeds: Sequence[int] = (1, 2, 3, 4, 5), reg
             with_runs = [runs[(label, s)] for s in st.seeds]
             if name == "dam":
                 sp = dam_spearman(with_runs, test)
-                m.update(spearman=sp["pooled"], spearman_by_modality=sp["by_modality"])
+                m.update(spearman=sp["pooled"], spearman_ci_low=sp["ci_low"], spearman_ci_high=sp["ci_high"],
+                         spearman_by_modality=sp["by_modality"])
             elif name == "sta":
                 occ = occlusion_ratios(with_runs, test, st.seeds)
                 m.update(occlusion=occ, occlusion_vs_backbone=float(np.mean(occ) / max(np.mean(backbone_occ), 1e-12)))
