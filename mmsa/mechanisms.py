@@ -206,53 +206,61 @@ def study(base: experiment.Protocol, seeds: Sequence[int] = (1, 2, 3, 4, 5), reg
     for name in regimes:
         rg = REGIMES[name]
         p = st.protocols[name] = protocol(rg, base, st.seeds, lengths.get(name))
-        data = st.data[name] = experiment.load(p)
+        st.data[name] = experiment.load(p)
         extra = {rg.fix[0]: rg.fix[1:]} if fixes and rg.fix else {}
-        runs = st.runs[name] = experiment.fit_all(jobs(rg, st.seeds, extra), p, workers=workers, progress=progress)
-        test = data["test"]
-        tf = experiment.eval_transform(rg.pattern, rg.rate)
-        res = st.results[name] = {}
-        backbone_occ = None
-        if name == "sta":
-            st.metrics["mech_sta_audio_frames"] = int(p.lengths[1])      # clip length (valid: 50-100 %)
-            st.metrics["mech_sta_vision_frames"] = int(p.lengths[2])
-            st.metrics["mech_sta_audio_frames_mean"] = float(np.mean(test.audio_lengths))
-            st.metrics["mech_sta_vision_frames_mean"] = float(np.mean(test.vision_lengths))
-            backbone_occ = occlusion_ratios([runs[("EMT-DLFR", s)] for s in st.seeds], test, st.seeds)
-            res["occlusion EMT-DLFR"] = backbone_occ
-        gaps_without = feature_gaps([runs[(rg.without_module, s)] for s in st.seeds], test, tf) if name == "gan" else None
-        for role, label in (("faithful", rg.with_module), *((("fix", lbl) for lbl in extra))):
-            g = paired_gain(runs, rg.without_module, label, st.seeds, test, tf)
-            m = {"label": label, "gain": g["diff"], "gain_ci_low": g["boot_low"], "gain_ci_high": g["boot_high"],
-                 "gain_mde": g["mde"], "gain_verdict": g["verdict"], "mae_with": g["mae_with"],
-                 "mae_without": g["mae_without"], "gain_per_seed": g["per_seed"]}
-            with_runs = [runs[(label, s)] for s in st.seeds]
-            if name == "dam":
-                sp = dam_spearman(with_runs, test)
-                m.update(spearman=sp["pooled"], spearman_ci_low=sp["ci_low"], spearman_ci_high=sp["ci_high"],
-                         spearman_by_modality=sp["by_modality"])
-            elif name == "sta":
-                occ = occlusion_ratios(with_runs, test, st.seeds)
-                m.update(occlusion=occ, occlusion_vs_backbone=float(np.mean(occ) / max(np.mean(backbone_occ), 1e-12)))
-            else:
-                gw = feature_gaps(with_runs, test, tf)
-                m.update(gap_with=gw, gap_without=gaps_without,
-                         gap_closed_seeds=int(sum(a < b for a, b in zip(gw, gaps_without))))
-            m["meets_target"] = meets_target(name, m, len(st.seeds))
-            res[role] = m
-        chosen = "faithful" if res["faithful"]["meets_target"] or "fix" not in res else "fix"
-        st.metrics[f"mech_{name}_variant"] = "faithful" if chosen == "faithful" else FIX_NAMES[name]
-        for role in [r for r in ("faithful", "fix") if r in res]:
-            for k, v in res[role].items():
-                if isinstance(v, (int, float, str, bool)) and k != "label":
-                    st.metrics[f"mech_{name}_{role}_{k}"] = v
-        for k, v in res[chosen].items():
-            if isinstance(v, (int, float, str, bool)) and k not in ("label", "meets_target"):
-                st.metrics[f"mech_{name}_{k}"] = v
-        st.metrics[f"mech_{name}_target_met"] = bool(res[chosen]["meets_target"])
-        if name == "gan":
-            st.metrics["mech_gan_rate"] = rg.rate
+        st.runs[name] = experiment.fit_all(jobs(rg, st.seeds, extra), p, workers=workers, progress=progress)
+        measure(st, name, list(extra))
     return st
+
+
+def measure(st: Study, name: str, fix_labels: Sequence[str] = ()) -> dict:
+    """Measure regime ``name`` from ``st.runs[name]`` / ``st.data[name]`` / ``st.protocols[name]``
+    into ``st.results[name]`` and the ``mech_<name>_*`` keys of ``st.metrics``."""
+    rg, runs, p = REGIMES[name], st.runs[name], st.protocols[name]
+    test = st.data[name]["test"]
+    tf = experiment.eval_transform(rg.pattern, rg.rate)
+    res = st.results[name] = {}
+    backbone_occ = None
+    if name == "sta":
+        st.metrics["mech_sta_audio_frames"] = int(p.lengths[1])      # clip length (valid: 50-100 %)
+        st.metrics["mech_sta_vision_frames"] = int(p.lengths[2])
+        st.metrics["mech_sta_audio_frames_mean"] = float(np.mean(test.audio_lengths))
+        st.metrics["mech_sta_vision_frames_mean"] = float(np.mean(test.vision_lengths))
+        backbone_occ = occlusion_ratios([runs[("EMT-DLFR", s)] for s in st.seeds], test, st.seeds)
+        res["occlusion EMT-DLFR"] = backbone_occ
+    gaps_without = feature_gaps([runs[(rg.without_module, s)] for s in st.seeds], test, tf) if name == "gan" else None
+    for role, label in (("faithful", rg.with_module), *(("fix", lbl) for lbl in fix_labels)):
+        g = paired_gain(runs, rg.without_module, label, st.seeds, test, tf)
+        m = {"label": label, "gain": g["diff"], "gain_ci_low": g["boot_low"], "gain_ci_high": g["boot_high"],
+             "gain_mde": g["mde"], "gain_verdict": g["verdict"], "mae_with": g["mae_with"],
+             "mae_without": g["mae_without"], "gain_per_seed": g["per_seed"]}
+        with_runs = [runs[(label, s)] for s in st.seeds]
+        if name == "dam":
+            sp = dam_spearman(with_runs, test)
+            m.update(spearman=sp["pooled"], spearman_ci_low=sp["ci_low"], spearman_ci_high=sp["ci_high"],
+                     spearman_by_modality=sp["by_modality"])
+        elif name == "sta":
+            occ = occlusion_ratios(with_runs, test, st.seeds)
+            m.update(occlusion=occ, occlusion_vs_backbone=float(np.mean(occ) / max(np.mean(backbone_occ), 1e-12)))
+        else:
+            gw = feature_gaps(with_runs, test, tf)
+            m.update(gap_with=gw, gap_without=gaps_without,
+                     gap_closed_seeds=int(sum(a < b for a, b in zip(gw, gaps_without))))
+        m["meets_target"] = meets_target(name, m, len(st.seeds))
+        res[role] = m
+    chosen = "faithful" if res["faithful"]["meets_target"] or "fix" not in res else "fix"
+    st.metrics[f"mech_{name}_variant"] = "faithful" if chosen == "faithful" else FIX_NAMES[name]
+    for role in [r for r in ("faithful", "fix") if r in res]:
+        for k, v in res[role].items():
+            if isinstance(v, (int, float, str, bool)) and k != "label":
+                st.metrics[f"mech_{name}_{role}_{k}"] = v
+    for k, v in res[chosen].items():
+        if isinstance(v, (int, float, str, bool)) and k not in ("label", "meets_target"):
+            st.metrics[f"mech_{name}_{k}"] = v
+    st.metrics[f"mech_{name}_target_met"] = bool(res[chosen]["meets_target"])
+    if name == "gan":
+        st.metrics["mech_gan_rate"] = rg.rate
+    return res
 
 
 def verdict_table(st: Study):
@@ -277,5 +285,5 @@ def verdict_table(st: Study):
     return pd.DataFrame(rows)
 
 
-__all__ = ["Regime", "REGIMES", "FIX_NAMES", "Study", "study", "verdict_table", "meets_target", "protocol", "jobs",
+__all__ = ["Regime", "REGIMES", "FIX_NAMES", "Study", "study", "measure", "verdict_table", "meets_target", "protocol", "jobs",
            "paired_gain", "abs_errors", "dam_spearman", "occlusion_ratios", "feature_gaps", "mde"]
