@@ -200,6 +200,8 @@ def _setup(args):
     cfg_cls = type(getattr(model, "cfg", None))
     if dataclasses.is_dataclass(cfg_cls):
         _check_types(cfg_cls, model_kw, "--set")
+    if "patience_start_epoch" not in train_kw and hasattr(model, "patience_start_epoch"):
+        config.patience_start_epoch = int(model.patience_start_epoch())   # as mmsa.experiment.fit: after the GAN ramp
     return splits, model, config, train_tf, eval_tf
 
 
@@ -273,9 +275,8 @@ def train(args) -> int:
     from mmsa.train import Trainer, previous_checkpoint
 
     splits, model, config, train_tf, eval_tf = _setup(args)
-    callbacks = []
-    if getattr(getattr(model, "cfg", None), "use_gan", False) and hasattr(model, "gan_schedule"):
-        callbacks.append(model.gan_schedule())  # DAST-GAN's discriminator step
+    # the model's own hooks, as mmsa.experiment.fit uses them (DAST-GAN: its GAN schedule)
+    callbacks = model.training_callbacks() if hasattr(model, "training_callbacks") else []
     trainer = Trainer(model, config, callbacks=callbacks, train_transform=train_tf, eval_transform=eval_tf,
                       model_name=args.model.lower())
     resume = args.resume

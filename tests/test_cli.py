@@ -242,3 +242,23 @@ def test_book_run_mistakes_are_checked_before_anything_runs(capsys):
     assert "parameter epochs = 0" in err and ">= 1" in err
     err = book_fails(capsys, "run", "-p", "seeds", "[]", "--only", "02")
     assert "parameter seeds = []" in err and "empty" in err
+
+
+def test_train_dast_gan_counts_patience_only_after_the_gan_ramp(capsys, mosi_dir, monkeypatch):
+    """`mmsa train dast_gan` sets up training as mmsa.experiment.fit does: the model's GAN schedule as
+    a callback and early-stopping patience counted only after warm-up + ramp."""
+    from mmsa.models.dast_gan import GANSchedule
+    from mmsa.train import Trainer
+
+    seen = {}
+
+    def fake_fit(self, *a, **k):
+        seen["start"], seen["callbacks"] = self.config.patience_start_epoch, self.callbacks
+        raise SystemExit(0)
+
+    monkeypatch.setattr(Trainer, "fit", fake_fit)
+    with pytest.raises(SystemExit):
+        main(["train", "dast_gan", "--dataset", "mosi", "--data-dir", str(mosi_dir), "--epochs", "2",
+              "--set", "text_model=tiny", "d_model=8", "n_layers=1", "gan_warmup=3", "gan_ramp=4"])
+    assert seen["start"] == 7
+    assert any(isinstance(c, GANSchedule) for c in seen["callbacks"])
