@@ -305,7 +305,9 @@ def preset_parameters(nb: Path, preset: str) -> dict:
     ``classroom`` is the preset of the CI parameters ``ci/NN.yaml``, run under ``build/classroom/``.
     """
     if preset == CLASSROOM and not (repo_root() / "ci" / preset).is_dir():
-        return smoke_parameters(nb)
+        from mmsa import classroom
+
+        return classroom.values(nb)[0]
     folder = repo_root() / "ci" / preset
     if not re.fullmatch(r"[\w-]+", preset) or not folder.is_dir() or preset == SOLUTIONS:
         have = presets()
@@ -477,8 +479,12 @@ def plan(only=None, smoke=False, preset=None, params: dict | None = None,
             base, src = smoke_parameters(nb), _parameter_file(nb)
         elif preset:
             base = preset_parameters(nb, preset)
-            src = _parameter_file(nb) if preset == CLASSROOM and not (repo_root() / "ci" / preset).is_dir() \
-                else _parameter_file(nb, preset)
+            if preset == CLASSROOM and not (repo_root() / "ci" / preset).is_dir():
+                from mmsa import classroom
+
+                src = classroom.values(nb)[1]
+            else:
+                src = _parameter_file(nb, preset)
         else:
             base, src = {}, ""
         base = check_parameters(nb, base, src) if base else {}

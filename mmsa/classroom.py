@@ -12,7 +12,8 @@ restart and run all).  ``full`` (or nothing) keeps the notebook's parameters.
 
 ``classroom`` takes the chapter's CI parameters, ``ci/NN.yaml`` (``ci/solutions/NN.yaml`` for a
 solutions notebook): they were chosen so that every chapter runs in minutes and every code path is
-exercised.  Any other name is a preset folder ``ci/<NAME>/`` of ``python -m mmsa.book run --preset``
+exercised.  Where a chapter needs smaller values in class than in CI, the ``values`` section of
+``ci/classroom.yaml`` overrides them (:func:`values`).  Any other name is a preset folder ``ci/<NAME>/`` of ``python -m mmsa.book run --preset``
 (``gpu``).  A value the reader has changed by hand in the parameters cell, or that papermill
 injected, is kept: only the values still equal to the cell's defaults are replaced.  Setup prints
 each change with what it means at that size, from ``ci/classroom.yaml``.
@@ -51,27 +52,44 @@ def notebook_path(notebook: str) -> Path:
     return found[0]
 
 
+def _key(nb: Path) -> str:
+    from mmsa import book
+
+    return f"{book.SOLUTIONS}/{nb.name[:2]}" if book.is_solution(nb) else nb.name[:2]
+
+
+def _notes_data() -> dict:
+    from mmsa import book
+
+    path = book.repo_root() / NOTES_FILE
+    return book._load_yaml_file(path) if path.exists() else {}
+
+
+def values(nb: Path) -> tuple[dict, str]:
+    """The classroom values of notebook ``nb`` and where they come from: its CI values
+    (``ci/NN.yaml``), overridden by ``values: {"NN": {...}}`` of ``ci/classroom.yaml`` if any."""
+    from mmsa import book
+
+    base, source = book.smoke_parameters(nb), book._parameter_file(nb)
+    extra = (_notes_data().get("values") or {}).get(_key(nb)) or {}
+    return {**base, **extra}, source + (f" + {NOTES_FILE}" if extra else "")
+
+
 def parameters(nb: Path, preset: str) -> tuple[dict, str]:
     """The preset's values for notebook ``nb`` (checked against its parameters cell) and their file."""
     from mmsa import book
 
     if preset == CLASSROOM:
-        values, source = book.smoke_parameters(nb), book._parameter_file(nb)
+        chosen, source = values(nb)
     else:
-        values, source = book.preset_parameters(nb, preset), book._parameter_file(nb, preset)
-    return (book.check_parameters(nb, values, source) if values else {}), source
+        chosen, source = book.preset_parameters(nb, preset), book._parameter_file(nb, preset)
+    return (book.check_parameters(nb, chosen, source) if chosen else {}), source
 
 
 def notes(nb: Path) -> dict[str, str]:
     """``{parameter: what its classroom value changes}`` for notebook ``nb`` (``ci/classroom.yaml``)."""
-    from mmsa import book
-
-    path = book.repo_root() / NOTES_FILE
-    if not path.exists():
-        return {}
-    data = book._load_yaml_file(path)
-    key = f"{book.SOLUTIONS}/{nb.name[:2]}" if book.is_solution(nb) else nb.name[:2]
-    return {**(data.get("all") or {}), **(data.get(key) or {})}
+    data = _notes_data()
+    return {**(data.get("all") or {}), **(data.get(_key(nb)) or {})}
 
 
 def _short(value) -> str:

@@ -75,6 +75,27 @@ def test_solutions_take_their_own_ci_values(monkeypatch, capsys):
     assert "ci/solutions/07.yaml" in capsys.readouterr().out
 
 
+def test_classroom_values_override_the_ci_values(tmp_path, monkeypatch, capsys):
+    """``values`` of ci/classroom.yaml: smaller values in class than in CI, without touching CI."""
+    for d in ("notebooks", "ci"):
+        (tmp_path / d).mkdir()
+    nb = book.notebooks(["00"])[0]
+    shutil.copyfile(nb, tmp_path / "notebooks" / nb.name)
+    shutil.copyfile(ROOT / "ci" / "00.yaml", tmp_path / "ci" / "00.yaml")
+    (tmp_path / classroom.NOTES_FILE).write_text('values:\n  "00": {epochs: 5}\n"00":\n  epochs: "five epochs"\n')
+    monkeypatch.setattr(book, "repo_root", lambda: tmp_path)
+    local = book.notebooks(["00"])[0]
+    assert classroom.values(local) == ({**book.smoke_parameters(local), "epochs": 5},
+                                       "ci/00.yaml + ci/classroom.yaml")
+    assert book.plan(["00"], preset="classroom")[0][1:] == ({"n_samples": 240, "epochs": 5},
+                                                            "ci/00.yaml + ci/classroom.yaml")
+    monkeypatch.setenv(classroom.ENV_PRESET, "classroom")
+    monkeypatch.setenv(book.ENV_OUT, str(tmp_path / "build"))
+    ns = _defaults(local)
+    classroom.apply(ns, "00")
+    assert ns["epochs"] == 5 and "epochs: 25 -> 5  (five epochs)" in capsys.readouterr().out
+
+
 def test_run_accepts_preset_classroom():
     assert "classroom" in book.presets()
     jobs = book.plan(["05"], preset="classroom", with_solutions=True)
@@ -90,6 +111,8 @@ def test_classroom_notes_name_real_parameters():
     notes = yaml.safe_load((ROOT / classroom.NOTES_FILE).read_text())
     every = book.notebooks() + book.solutions()
     declared = {nb: set(book.declared_parameters(nb)) for nb in every}
+    for key, table in notes.pop("values", {}).items():  # classroom values that differ from CI's
+        assert set(table) <= declared[classroom.notebook_path(key)], f"values of {key}: unknown {sorted(table)}"
     for key, table in notes.items():
         if key == "all":
             names, where = set(table) - {"_"}, set().union(*declared.values())
@@ -98,7 +121,7 @@ def test_classroom_notes_name_real_parameters():
         assert names <= where, f"{key}: {sorted(names - where)} are no parameters of that notebook"
     # and every value the preset changes has a note
     for nb in every:
-        values = book.smoke_parameters(nb)
+        values = classroom.values(nb)[0]
         noted = classroom.notes(nb)
         assert set(values) <= set(noted), f"{nb.name}: no note for {sorted(set(values) - set(noted))}"
 
