@@ -263,6 +263,27 @@ def measure(st: Study, name: str, fix_labels: Sequence[str] = ()) -> dict:
     return res
 
 
+def dam_reading(res: dict) -> str:
+    """One sentence on what the DAM regime's faithful module and its texture intervention, taken
+    together, say about the cause (``res`` = ``Study.results["dam"]``)."""
+    f, x = res["faithful"], res.get("fix")
+    if f["meets_target"]:
+        return "The faithful DAM meets its target: its weights follow the reliability and it predicts better than fixed weights."
+    if x is None:
+        return "The faithful DAM misses its target; no intervention was run."
+    moved = x["spearman"] - f["spearman"]
+    if x["meets_target"]:
+        return ("Handing DAM the input's texture flips the outcome: the cause was that the reliability never reached "
+                "DAM's input.")
+    if moved > 0.1 and x["gain_verdict"] != "reproduced":
+        return (f"With the texture, α follows r more closely (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}) but the "
+                "MAE does not move beyond noise: a lost reliability signal explains why α missed r, not why DAM does not "
+                "help. The prediction depends little on α: the head also reads each encoder's h_m and STA's summary s "
+                "beside vec(G^L), so it can weight the modalities without DAM.")
+    return (f"The texture hardly changes α (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}): the scorer does not learn "
+            "to use it, so the measured cause is not the whole story.")
+
+
 def verdict_table(st: Study):
     """One row per (regime, candidate): the paired gain with its interval, MDE and verdict, the
     regime's mechanism measurement, and whether the target is met."""
@@ -285,5 +306,5 @@ def verdict_table(st: Study):
     return pd.DataFrame(rows)
 
 
-__all__ = ["Regime", "REGIMES", "FIX_NAMES", "Study", "study", "measure", "verdict_table", "meets_target", "protocol", "jobs",
+__all__ = ["Regime", "REGIMES", "FIX_NAMES", "Study", "study", "measure", "verdict_table", "dam_reading", "meets_target", "protocol", "jobs",
            "paired_gain", "abs_errors", "dam_spearman", "occlusion_ratios", "feature_gaps", "mde"]

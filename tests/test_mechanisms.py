@@ -150,3 +150,14 @@ def test_dam_texture_intervention_builds_and_every_dam_parameter_gets_a_gradient
     out = model(make_batch())
     out.pred.float().sum().backward()
     assert all(p.grad is not None for p in model.dam.mlp.parameters())
+
+
+def test_dam_reading_names_the_cause_the_two_measurements_support():
+    f = {"meets_target": False, "spearman": 0.15, "gain_verdict": "inconclusive"}
+    moved = {"meets_target": False, "spearman": 0.33, "gain_verdict": "inconclusive"}
+    flipped = {"meets_target": True, "spearman": 0.7, "gain_verdict": "reproduced"}
+    still = {"meets_target": False, "spearman": 0.17, "gain_verdict": "inconclusive"}
+    assert "head also reads" in mechanisms.dam_reading({"faithful": f, "fix": moved})
+    assert "flips the outcome" in mechanisms.dam_reading({"faithful": f, "fix": flipped})
+    assert "hardly changes" in mechanisms.dam_reading({"faithful": f, "fix": still})
+    assert "meets its target" in mechanisms.dam_reading({"faithful": {**flipped}})
