@@ -276,10 +276,13 @@ def dam_reading(res: dict) -> str:
         return ("Handing DAM the input's texture flips the outcome: the cause was that the reliability never reached "
                 "DAM's input.")
     if moved > 0.1 and x["gain_verdict"] != "reproduced":
-        return (f"With the texture, α follows r more closely (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}) but the "
-                "MAE does not move beyond noise: a lost reliability signal explains why α missed r, not why DAM does not "
-                "help. The prediction depends little on α: the head also reads each encoder's h_m and STA's summary s "
-                "beside vec(G^L), so it can weight the modalities without DAM.")
+        return (f"With the texture, α follows r more closely (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}) and the "
+                f"MAE gain over fixed weights moves from {f['gain']:+.3f} to {x['gain']:+.3f}, but its interval "
+                f"[{x['gain_ci_low']:+.3f}, {x['gain_ci_high']:+.3f}] still contains 0: the lost reliability signal is "
+                "part of the cause, and this design (minimum detectable effect "
+                f"{x['gain_mde']:.3f}) cannot yet tell whether it is all of it. A candidate for the rest, not measured "
+                "here: the head also reads each encoder's h_m and STA's summary s beside vec(G^L), so it can weight the "
+                "modalities without DAM.")
     return (f"The texture hardly changes α (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}): the scorer does not learn "
             "to use it, so the measured cause is not the whole story.")
 

@@ -153,11 +153,13 @@ def test_dam_texture_intervention_builds_and_every_dam_parameter_gets_a_gradient
 
 
 def test_dam_reading_names_the_cause_the_two_measurements_support():
-    f = {"meets_target": False, "spearman": 0.15, "gain_verdict": "inconclusive"}
-    moved = {"meets_target": False, "spearman": 0.33, "gain_verdict": "inconclusive"}
+    f = {"meets_target": False, "spearman": 0.15, "gain_verdict": "inconclusive", "gain": 0.003}
+    moved = {"meets_target": False, "spearman": 0.33, "gain_verdict": "inconclusive", "gain": 0.038,
+             "gain_ci_low": -0.001, "gain_ci_high": 0.079, "gain_mde": 0.058}
     flipped = {"meets_target": True, "spearman": 0.7, "gain_verdict": "reproduced"}
     still = {"meets_target": False, "spearman": 0.17, "gain_verdict": "inconclusive"}
-    assert "head also reads" in mechanisms.dam_reading({"faithful": f, "fix": moved})
+    line = mechanisms.dam_reading({"faithful": f, "fix": moved})
+    assert "head also reads" in line and "+0.003 to +0.038" in line and "still contains 0" in line
     assert "flips the outcome" in mechanisms.dam_reading({"faithful": f, "fix": flipped})
     assert "hardly changes" in mechanisms.dam_reading({"faithful": f, "fix": still})
     assert "meets its target" in mechanisms.dam_reading({"faithful": {**flipped}})
