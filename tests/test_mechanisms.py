@@ -191,3 +191,16 @@ def test_alpha_swap_replaces_dam_weights_at_test_time_only(tmp_path):
     for k in ("uniform_minus_own", "own_minus_oracle"):
         assert r[k]["boot_low"] <= r[k]["diff"] <= r[k]["boot_high"]
     assert r["uniform_minus_own"]["diff"] == pytest.approx(uniform.mean() - own.mean(), abs=1e-5)
+
+
+def test_gan_intervention_is_compared_with_its_own_ablation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = experiment.Protocol(sizes=(32, 16, 16), epochs=1, patience=1, lengths=(16, 12, 12), data_dir=str(tmp_path / "synth"))
+    st = mechanisms.study(base, seeds=(1, 2), regimes=("gan",), workers=1, progress=False)
+    assert {lbl for lbl, _ in st.runs["gan"]} == {"GAN", "w/o GAN", "GAN, no attraction", "w/o GAN, no attraction"}
+    fix = st.results["gan"]["fix"]
+    assert fix["compared_with"] == "w/o GAN, no attraction" and st.results["gan"]["faithful"]["compared_with"] == "w/o GAN"
+    assert st.runs["gan"][("GAN, no attraction", 1)].model.cfg.w_att == 0.0
+    assert {"mech_gan_fix_gain_ci_low", "mech_gan_fix_gap_closed_seeds"} <= set(st.metrics)
+    text = mechanisms.gan_reading(st.results["gan"], 2)
+    assert "attraction" in text and "of 2 seeds" in text
