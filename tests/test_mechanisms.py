@@ -204,3 +204,16 @@ def test_gan_intervention_is_compared_with_its_own_ablation(tmp_path, monkeypatc
     assert {"mech_gan_fix_gain_ci_low", "mech_gan_fix_gap_closed_seeds"} <= set(st.metrics)
     text = mechanisms.gan_reading(st.results["gan"], 2)
     assert "attraction" in text and "of 2 seeds" in text
+    faithful = st.results["gan"]["faithful"]
+    won = fix["meets_target"] and not faithful["meets_target"]
+    assert st.metrics["mech_gan_variant"] == ("w_att=0" if won else "faithful")
+
+
+def test_gan_reading_claims_overlap_only_from_a_decided_gain():
+    f = {"meets_target": False, "gain": -0.006, "gain_ci_low": -0.03, "gain_ci_high": 0.016, "gain_mde": 0.034,
+         "gap_closed_seeds": 2}
+    x = dict(f, gain=-0.025, gain_ci_low=-0.066, gain_ci_high=0.014, gain_verdict="inconclusive", gap_closed_seeds=3)
+    text = mechanisms.gan_reading({"faithful": f, "fix": x}, 5)
+    assert "not the cause" in text and "overlap" not in text       # 3 of 5 seeds instead of 2 is no evidence
+    x.update(gain=0.05, gain_ci_low=0.01, gain_ci_high=0.09, gain_verdict="reproduced")
+    assert "overlap" in mechanisms.gan_reading({"faithful": f, "fix": x}, 5)
