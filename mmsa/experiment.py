@@ -33,11 +33,13 @@ import numpy as np
 import torch
 
 from mmsa import missing
-from mmsa.data import load_features, make_loader, synthetic_splits
-from mmsa.train import Trainer, TrainConfig, read_checkpoint
+from mmsa.checkpoint import read_checkpoint
+from mmsa.data import DATASETS, default_dir, load_splits, make_loader
+from mmsa.train import Trainer
+from mmsa.training import make_trainer
 
-SYNTH_KINDS = {"synth_mosi": "mosi", "synth_sims": "sims"}
-REAL = ("mosi", "mosei", "sims")
+# the data sets a protocol compares regression models on (mmsa.data.datasets)
+DATASET_NAMES = tuple(name for name, spec in DATASETS.items() if spec.task == "regression")
 
 # The book's model sizes (2-core CPU) and per-model training settings.  "train" entries override
 # the protocol's TrainConfig (e.g. lr); everything else goes to ``mmsa.models.build``.
@@ -113,14 +115,12 @@ class Protocol:
     device: str = "cpu"
 
     def __post_init__(self):
-        if self.dataset not in (*SYNTH_KINDS, *REAL):
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted([*SYNTH_KINDS, *REAL])}")
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted(DATASET_NAMES)}")
         if self.model_size not in ("book", "paper"):
             raise ValueError(f"unknown model_size {self.model_size!r}; valid: 'book', 'paper'")
-        if self.dataset in REAL and self.data_dir == "data/synth":
-            from mmsa.data.mmsa_pickle import DATASETS
-
-            self.data_dir = f"data/{DATASETS[self.dataset].folder}"   # the layout of data/README.md
+        if self.data_dir == "data/synth":
+            self.data_dir = default_dir(self.dataset)   # the layout of data/README.md
 
     @property
     def metric_dataset(self) -> str:
@@ -135,13 +135,8 @@ class Protocol:
 
 def load(p: Protocol, verbose: bool = False) -> dict:
     """{"train"|"valid"|"test": MSASplit} for the protocol's data set."""
-    if p.dataset in SYNTH_KINDS:
-        kw = dict(lengths=tuple(p.lengths))
-        if p.reliability != "polarity":
-            kw["reliability"] = p.reliability
-        return synthetic_splits(SYNTH_KINDS[p.dataset], sizes=tuple(p.sizes), seed=p.data_seed,
-                                root=p.data_dir, verbose=verbose, **kw)
-    return load_features(p.data_dir, p.dataset, zscore=p.dataset == "sims", verbose=verbose)
+    return load_splits(p.dataset, p.data_dir, sizes=tuple(p.sizes), seed=p.data_seed, lengths=tuple(p.lengths),
+                       reliability=p.reliability, zscore=p.dataset == "sims", verbose=verbose)
 
 
 def loaders(p: Protocol, data: dict, seed: int = 1) -> dict:
@@ -230,16 +225,14 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
     torch.manual_seed(seed)
     model = build(name, **config)
     pattern, low, high = p.train_missing
-    callbacks = model.training_callbacks() if hasattr(model, "training_callbacks") else []
     tc = dict(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, patience=p.patience, seed=seed,
-              device=p.device, metric_dataset=p.metric_dataset, progress=progress, out_dir=str(out),
-              patience_start_epoch=getattr(model, "patience_start_epoch", lambda: 0)())
+              device=p.device, metric_dataset=p.metric_dataset, progress=progress, out_dir=str(out))
     tc.update(train)
     transform = None
     if high > 0:
         transform = missing.make_train_transform(pattern, (low, high) if high > low else low, base_seed=seed,
                                                  text_bank=p.text_bank)
-    trainer = Trainer(model, TrainConfig(**tc), callbacks=callbacks, train_transform=transform, model_name=name)
+    trainer = make_trainer(model, tc, train_transform=transform, model_name=name)
     done = out / "done.json"
     if retrain and out.exists():
         shutil.rmtree(out)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmsa.cli import main
-from mmsa.train import load_trained, read_checkpoint
+from mmsa.checkpoint import load_trained, read_checkpoint
 
 from test_data import mosi_like
 
