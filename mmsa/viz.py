@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
 from mmsa.probes import block_from_window
 from mmsa.types import MODALITIES

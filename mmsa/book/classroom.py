@@ -42,48 +42,50 @@ def current() -> str | None:
 def notebook_path(notebook: str) -> Path:
     """``"07"`` -> ``notebooks/07_*.ipynb``; ``"solutions/07"`` -> ``notebooks/solutions/07_solutions.ipynb``."""
     from mmsa import book
+    from mmsa.book import params
 
     key = str(notebook).strip().removesuffix(".ipynb")
-    solutions = key.startswith(f"{book.SOLUTIONS}/")
+    solutions = key.startswith(f"{params.SOLUTIONS}/")
     key = key.split("/")[-1][:2]
-    found = book.solutions([key]) if solutions else book.notebooks([key])
+    found = params.solutions([key]) if solutions else params.notebooks([key])
     if not found:
         raise book.BookError(f"no notebook {notebook!r}: expected a chapter number such as '07' or 'solutions/07'")
     return found[0]
 
 
 def _key(nb: Path) -> str:
-    from mmsa import book
+    from mmsa.book import params
 
-    return f"{book.SOLUTIONS}/{nb.name[:2]}" if book.is_solution(nb) else nb.name[:2]
+    return f"{params.SOLUTIONS}/{nb.name[:2]}" if params.is_solution(nb) else nb.name[:2]
 
 
 def _notes_data() -> dict:
     from mmsa import book
+    from mmsa.book import params
 
     path = book.repo_root() / NOTES_FILE
-    return book._load_yaml_file(path) if path.exists() else {}
+    return params._load_yaml_file(path) if path.exists() else {}
 
 
 def values(nb: Path) -> tuple[dict, str]:
     """The classroom values of notebook ``nb`` and where they come from: its CI values
     (``ci/NN.yaml``), overridden by ``values: {"NN": {...}}`` of ``ci/classroom.yaml`` if any."""
-    from mmsa import book
+    from mmsa.book import params
 
-    base, source = book.smoke_parameters(nb), book._parameter_file(nb)
+    base, source = params.smoke_parameters(nb), params._parameter_file(nb)
     extra = (_notes_data().get("values") or {}).get(_key(nb)) or {}
     return {**base, **extra}, source + (f" + {NOTES_FILE}" if extra else "")
 
 
 def parameters(nb: Path, preset: str) -> tuple[dict, str]:
     """The preset's values for notebook ``nb`` (checked against its parameters cell) and their file."""
-    from mmsa import book
+    from mmsa.book import params
 
     if preset == CLASSROOM:
         chosen, source = values(nb)
     else:
-        chosen, source = book.preset_parameters(nb, preset), book._parameter_file(nb, preset)
-    return (book.check_parameters(nb, chosen, source) if chosen else {}), source
+        chosen, source = params.preset_parameters(nb, preset), params._parameter_file(nb, preset)
+    return (params.check_parameters(nb, chosen, source) if chosen else {}), source
 
 
 def notes(nb: Path) -> dict[str, str]:
@@ -105,6 +107,7 @@ def apply(namespace: dict, notebook: str | None, preset: str | None = None) -> d
     are kept.
     """
     from mmsa import book
+    from mmsa.book import params
 
     preset = preset if preset is not None else current()
     if not preset:
@@ -115,12 +118,12 @@ def apply(namespace: dict, notebook: str | None, preset: str | None = None) -> d
         return {}
     nb = notebook_path(notebook)
     values, source = parameters(nb, preset)
-    declared = book.declared_parameters(nb)
+    declared = params.declared_parameters(nb)
     changed, kept = {}, []
     for name, new in values.items():
         old = namespace.get(name, declared.get(name))
         default = declared.get(name)
-        if default is not book._UNKNOWN and old != default:
+        if default is not params._UNKNOWN and old != default:
             kept.append(name)
             continue
         if old != new:

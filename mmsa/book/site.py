@@ -83,9 +83,10 @@ def _relink(text: str, rel: str) -> str:
 def _pick(committed: Path, executed_dir: Path | None) -> tuple[Path, str]:
     """The executed copy of a notebook when there is one, else the committed notebook."""
     from mmsa import book
+    from mmsa.book import params
 
     if executed_dir is not None:
-        rel = Path(book.SOLUTIONS, committed.name) if book.is_solution(committed) else Path(committed.name)
+        rel = Path(params.SOLUTIONS, committed.name) if params.is_solution(committed) else Path(committed.name)
         if (executed_dir / rel).exists():
             return executed_dir / rel, book.display_path(executed_dir / rel)
     return committed, book.display_path(committed) + " (committed)"
@@ -121,10 +122,11 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
     Returns ``[(page, where it came from)]``.
     """
     from mmsa import book
+    from mmsa.book import params
 
     root = book.repo_root()
-    chapters = book.notebooks(only)
-    sols = book.solutions(only)
+    chapters = params.notebooks(only)
+    sols = params.solutions(only)
     wanted, used = set(), []
 
     def put(source: Path, rel: str, origin: str):
@@ -142,7 +144,7 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
     for nb in chapters:
         put(*_pick_as(nb, executed_dir, nb.name))
     for nb in sols:
-        put(*_pick_as(nb, executed_dir, f"{book.SOLUTIONS}/{nb.name}"))
+        put(*_pick_as(nb, executed_dir, f"{params.SOLUTIONS}/{nb.name}"))
     report = (executed_dir.parent / "report.md") if executed_dir is not None else root / "build" / "report.md"
     if report.exists():
         put(report, "report.md", book.display_path(report))
@@ -161,7 +163,7 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
          + [{"file": page.stem} for page in (course, design) if page.exists()]},
     ]}
     if sols:
-        toc["parts"].append({"caption": "Solutions", "chapters": [{"file": f"{book.SOLUTIONS}/{nb.stem}"}
+        toc["parts"].append({"caption": "Solutions", "chapters": [{"file": f"{params.SOLUTIONS}/{nb.stem}"}
                                                                  for nb in sols]})
     sphinx_config = {"html_show_copyright": False, "html_last_updated_fmt": None,
                      "suppress_warnings": ["myst.header", "myst.xref_missing", "mystnb.unknown_mime_type",
