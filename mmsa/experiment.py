@@ -14,7 +14,8 @@ visualisations (02, 03, 04, 07, 08, 09) all use it:
 ``build/runs/<model>-<hash>/`` (``best.pt``, ``last.pt``, ``history.json``): a later chapter that
 asks for the same model, configuration, protocol and seed loads it instead of training again,
 and an interrupted run resumes from ``last.pt``.  The hash covers the protocol, the model
-configuration, the seed and the source code of the package, so any change to either retrains.
+configuration, the seed and the source of every module a training imports (``training_sources``),
+so any change to those retrains; editing an analysis module does not.
 
 ``BOOK_MODELS`` holds the sizes the book trains at on a 2-core CPU and each model's learning rate
 and dropout, chosen on the validation split (never on test).
@@ -165,39 +166,54 @@ def model_config(name: str, data: dict, p: Optional[Protocol] = None, **override
     return base, train
 
 
-# modules that only read, measure or draw: editing them must not invalidate trained runs
-_NOT_TRAINING = {"book.py", "cli.py", "viz.py", "report.py", "efficiency.py", "probes.py", "robustness.py",
-                 "mechanisms.py", "verdict.py", "claims.py"}
+# Where training code starts: the protocol and training setup, the loop, data, missing-modality
+# transforms.  The model's own module is added per model (``mmsa.models.module_of``).
+TRAINING_ROOTS = ("mmsa.experiment", "mmsa.training", "mmsa.train", "mmsa.data", "mmsa.missing")
 
 
-def _model_files(name: str) -> set:
-    """Source files of the model ``name``: its module (a whole package for the baselines) and the
-    mmsa.models modules it builds on (e.g. DAST-GAN extends EMT-DLFR)."""
-    import importlib
-    import inspect
-    import sys
+def _module_file(module: str, root: Path) -> Optional[Path]:
+    parts = module.split(".")[1:]
+    for f in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+        if parts and f.is_file():
+            return f
+    return None
 
-    from mmsa import models
 
-    module = importlib.import_module(models._MODULES[name])
-    files = {Path(module.__file__)}
-    if Path(module.__file__).name == "__init__.py":
-        files |= set(Path(module.__file__).parent.rglob("*.py"))
-    for value in vars(module).values():
-        origin = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
-        if isinstance(origin, str) and origin.startswith("mmsa.models.") and origin in sys.modules:
-            files.add(Path(sys.modules[origin].__file__))
+def training_sources(name: str, root: Optional[Path] = None) -> set:
+    """Source files a training of model ``name`` imports, found statically: every ``mmsa`` module
+    reachable by ``import``/``from ... import`` statements (at any depth of the code) from the
+    training roots and the model's module, with the ``__init__.py`` of each package on the way.
+    No list to keep up: an analysis module is never reached, a new training dependency always is."""
+    import ast
+
+    from mmsa.models import module_of
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    todo, seen = [*TRAINING_ROOTS, module_of(name)], set()
+    files = {root / "__init__.py"}
+    while todo:
+        module = todo.pop()
+        f = _module_file(module, root)
+        if f is None or module in seen:
+            continue
+        seen.add(module)
+        files.add(f)
+        parts = module.split(".")
+        todo += [".".join(parts[:k]) for k in range(2, len(parts))]          # parent packages
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("mmsa.")]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                    (node.module == "mmsa" or node.module.startswith("mmsa.")):
+                todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
     return files
 
 
-def _source_hash(name: str) -> str:
-    """Hash of the code a training of ``name`` depends on: every module of the package except the
-    other models and the modules that only measure or draw."""
-    root = Path(__file__).resolve().parent
-    files = {f for f in root.rglob("*.py") if f.name not in _NOT_TRAINING and "models" not in f.relative_to(root).parts}
-    files |= {root / "models" / "__init__.py"} | _model_files(name)
+def source_hash(name: str, root: Optional[Path] = None) -> str:
+    """Hash of the code a training of ``name`` depends on (``training_sources``)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
     h = hashlib.sha1()
-    for f in sorted(files):
+    for f in sorted(training_sources(name, root)):
         h.update(f.relative_to(root).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
@@ -205,7 +221,7 @@ def _source_hash(name: str) -> str:
 
 def run_dir(name: str, p: Protocol, seed: int, config: dict, train: dict, root="build/runs") -> Path:
     blob = json.dumps({"model": name, "config": config, "train": train, "protocol": p.key(),
-                       "seed": seed, "code": _source_hash(name)}, sort_keys=True, default=str)
+                       "seed": seed, "code": source_hash(name)}, sort_keys=True, default=str)
     return Path(root) / f"{name}-s{seed}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
 
 
@@ -258,7 +274,7 @@ def share_text_states(root: str = "build/runs") -> None:
     machine instead of once per training process."""
     from mmsa.encoders import FrozenBert
 
-    for frozen in list(FrozenBert._shared.values()):
+    for frozen in FrozenBert.loaded():
         frozen.sync(Path(root) / "_text_states")
 
 
