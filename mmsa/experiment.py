@@ -123,6 +123,14 @@ class Protocol:
         if self.data_dir == "data/synth":
             self.data_dir = default_dir(self.dataset)   # the layout of data/README.md
 
+    @classmethod
+    def from_params(cls, params: dict) -> "Protocol":
+        """The protocol of a notebook's parameters in one call, ``Protocol.from_params(globals())``:
+        every field of ``Protocol`` named in ``params`` is taken (a list becomes a tuple), every
+        other field keeps its default; other names in ``params`` are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in names})
+
     @property
     def metric_dataset(self) -> str:
         return "sims" if self.dataset.endswith("sims") else "mosi"
