@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from mmsa import book
-from mmsa.book import params, runner
+from mmsa.book import params, paths, runner
 
 
 def _notebook(params_src: str, *cells: str, outputs=None):
@@ -33,7 +33,7 @@ def repo(tmp_path, monkeypatch):
     nbformat.write(_notebook("n = 3\n", "y = 2"), tmp_path / "notebooks" / "01_second.ipynb")
     (tmp_path / "ci" / "00.yaml").write_text("epochs: 2\n")
     (tmp_path / "ci" / "gpu" / "00.yaml").write_text("epochs: 40\ndevice: cuda\n")
-    monkeypatch.setattr(book, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
     monkeypatch.delenv(book.ENV_OUT, raising=False)
     return tmp_path
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from mmsa import book
-from mmsa.book import classroom, params, runner
+from mmsa.book import classroom, params, paths, runner
 
 ROOT = book.repo_root()
 # chapters whose setup cell does not yet read the notebook's parameters (none left)
@@ -83,10 +83,10 @@ def test_classroom_values_override_the_ci_values(tmp_path, monkeypatch, capsys):
     nb = params.notebooks(["00"])[0]
     shutil.copyfile(nb, tmp_path / "notebooks" / nb.name)
     shutil.copyfile(ROOT / "ci" / "00.yaml", tmp_path / "ci" / "00.yaml")
-    (tmp_path / classroom.NOTES_FILE).write_text('values:\n  "00": {epochs: 5}\n"00":\n  epochs: "five epochs"\n')
-    monkeypatch.setattr(book, "repo_root", lambda: tmp_path)
+    (tmp_path / params.NOTES_FILE).write_text('values:\n  "00": {epochs: 5}\n"00":\n  epochs: "five epochs"\n')
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
     local = params.notebooks(["00"])[0]
-    assert classroom.values(local) == ({**params.smoke_parameters(local), "epochs": 5},
+    assert params.classroom_values(local) == ({**params.smoke_parameters(local), "epochs": 5},
                                        "ci/00.yaml + ci/classroom.yaml")
     assert params.plan(["00"], preset="classroom")[0][1:] == ({"n_samples": 240, "epochs": 5},
                                                             "ci/00.yaml + ci/classroom.yaml")
@@ -109,7 +109,7 @@ def test_classroom_notes_name_real_parameters():
     """Every parameter ci/classroom.yaml explains exists in a notebook it applies to (no typos)."""
     import yaml
 
-    notes = yaml.safe_load((ROOT / classroom.NOTES_FILE).read_text())
+    notes = yaml.safe_load((ROOT / params.NOTES_FILE).read_text())
     every = params.notebooks() + params.solutions()
     declared = {nb: set(params.declared_parameters(nb)) for nb in every}
     for key, table in notes.pop("values", {}).items():  # classroom values that differ from CI's
@@ -122,7 +122,7 @@ def test_classroom_notes_name_real_parameters():
         assert names <= where, f"{key}: {sorted(names - where)} are no parameters of that notebook"
     # and every value the preset changes has a note
     for nb in every:
-        values = classroom.values(nb)[0]
+        values = params.classroom_values(nb)[0]
         noted = classroom.notes(nb)
         assert set(values) <= set(noted), f"{nb.name}: no note for {sorted(set(values) - set(noted))}"
 

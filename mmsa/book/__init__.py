@@ -4,6 +4,7 @@
     book.save_figure(fig, "02_mae_vs_rate")      # -> figures_dir()/02_mae_vs_rate.png
     book.save_metrics("02", {"mae": 0.71})       # merged into metrics_dir()/02.json
 
+``paths`` holds where the book lives and writes (``repo_root``, ``figures_dir``, ``BookError``).
 The rest of the package runs the book and is imported by nobody else in ``mmsa``:
 ``params`` (choosing notebooks and checking their parameters), ``runner`` (papermill/nbval runs,
 CI, the ``python -m mmsa.book`` command line), ``clean`` (the notebook cleaner), ``classroom``
@@ -16,60 +17,9 @@ import json
 import os
 from pathlib import Path
 
-ENV_OUT = "MMSA_BOOK_OUT"  # set by `run`/`test`: the folder that receives figures/ and metrics/
-ENV_ONLY = "MMSA_BOOK_ONLY"  # set by `test --only`: the notebooks whose claims are checked
-
-
-class BookError(Exception):
-    """A user mistake: printed as one line, exit status 2."""
-
-
-# --------------------------------------------------------------------------- inside a notebook
-
-
-def repo_root() -> Path:
-    """The repository root (holds notebooks/ and mmsa/); falls back to the current directory."""
-    here = Path(__file__).resolve().parent.parent
-    if (here / "notebooks").is_dir():
-        return here
-    for p in [Path.cwd(), *Path.cwd().parents]:
-        if (p / "notebooks").is_dir() and (p / "mmsa").is_dir():
-            return p
-    return Path.cwd()
-
-
-def out_dir() -> Path | None:
-    """``$MMSA_BOOK_OUT`` when a runner set it, else ``None`` (a notebook run by hand)."""
-    out = os.environ.get(ENV_OUT)
-    return Path(out) if out else None
-
-
-def figures_dir() -> Path:
-    """``$MMSA_BOOK_OUT/figures`` under ``run``/``test``; ``build/figures`` by hand.
-
-    Only ``run --inplace`` writes the committed ``figures/`` (it copies them from ``build/``).
-    """
-    out = out_dir()
-    path = out / "figures" if out else repo_root() / "build" / "figures"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def metrics_dir() -> Path:
-    """``$MMSA_BOOK_OUT/metrics`` under ``run``/``test``; ``build/metrics`` by hand."""
-    out = out_dir()
-    path = out / "metrics" if out else repo_root() / "build" / "metrics"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def display_path(path: str | os.PathLike) -> str:
-    """``path`` relative to the repository root when inside it (for printing in notebooks)."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(repo_root()))
-    except ValueError:
-        return str(path)
+from mmsa.book import paths
+from mmsa.book.paths import (ENV_ONLY, ENV_OUT, BookError, display_path, figures_dir, metrics_dir, out_dir,
+                             repo_root)
 
 
 def setup(threads=None, notebook: str | None = None, style: bool = True, quiet: bool = True) -> Path:
@@ -87,7 +37,7 @@ def setup(threads=None, notebook: str | None = None, style: bool = True, quiet: 
     found" warning, which a reader cannot act on (the packaged MiniLM has a pooler the encoders do
     not use; without ipywidgets the trainer prints plain-text bars).
     """
-    root = repo_root()
+    root = paths.repo_root()
     os.chdir(root)
     if isinstance(threads, dict):  # setup(globals(), "NN"): the notebook's own namespace
         from mmsa.book import classroom
@@ -183,3 +133,7 @@ def __getattr__(name: str):
 
         return COLORBLIND
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["setup", "save_figure", "save_metrics", "load_metrics", "figures_dir", "metrics_dir", "display_path",
+           "out_dir", "repo_root", "BookError", "ENV_OUT", "ENV_ONLY"]

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from mmsa import book
-from mmsa.book import BookError, display_path
+from mmsa.book import paths as book_paths
+from mmsa.book.paths import BookError, display_path
 
 _VOLATILE_CELL_KEYS = ("papermill", "execution", "ExecuteTime")
 _DROP_CELL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
@@ -46,7 +46,7 @@ def scrub_paths(text: str) -> tuple[str, list[str]]:
 
     Returns the new text and the absolute paths that no rule could rewrite.
     """
-    root = str(book.repo_root())
+    root = str(book_paths.repo_root())
     if len(root) > 1:
         text = text.replace(root + "/", "<repo>/")
         text = re.sub(re.escape(root) + r"(?![\w/.-])", "<repo>", text)
@@ -154,7 +154,7 @@ def clean(paths=None, check: bool = False, quiet: bool = False) -> int:
     """Strip volatile metadata; ``check``: only report (exit 1 if any notebook needs cleaning)."""
     import nbformat
 
-    files = _notebook_files(paths or [book.repo_root() / "notebooks"])
+    files = _notebook_files(paths or [book_paths.repo_root() / "notebooks"])
     offending = 0
     for f in files:
         text = f.read_text()

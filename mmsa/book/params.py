@@ -5,12 +5,12 @@ import ast
 import re
 from pathlib import Path
 
-from mmsa import book
-from mmsa.book import BookError
+from mmsa.book import paths
+from mmsa.book.paths import BookError
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
     """The numbered notebooks ``notebooks/NN_*.ipynb``, optionally only some (``["00", "3"]``)."""
-    nbs = sorted((book.repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    nbs = sorted((paths.repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if not only:
         return nbs
     by_number = {p.name[:2]: p for p in nbs}
@@ -33,7 +33,7 @@ SOLUTIONS = "solutions"  # notebooks/solutions/ and ci/solutions/
 def solutions(only: list[str] | None = None) -> list[Path]:
     """The solutions ``notebooks/solutions/NN_solutions.ipynb`` of the chapters ``notebooks(only)`` selects."""
     numbers = {p.name[:2] for p in notebooks(only)}
-    folder = book.repo_root() / "notebooks" / SOLUTIONS
+    folder = paths.repo_root() / "notebooks" / SOLUTIONS
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if p.name[:2] in numbers)
 
 
@@ -43,7 +43,7 @@ def is_solution(nb: Path) -> bool:
 
 def presets() -> list[str]:
     """Parameter presets: folders ``ci/<NAME>/`` holding ``NN.yaml`` files (``ci/solutions/`` is not one)."""
-    ci = book.repo_root() / "ci"
+    ci = paths.repo_root() / "ci"
     found = sorted(p.name for p in ci.iterdir() if p.is_dir() and p.name != SOLUTIONS
                    and any(p.glob("[0-9][0-9].yaml"))) if ci.is_dir() else []
     return sorted({*found, CLASSROOM}) if (ci / "00.yaml").exists() else found
@@ -74,7 +74,7 @@ def _parameter_file(nb: Path, preset: str | None = None) -> str:
 
 def smoke_parameters(nb: Path) -> dict:
     """Parameters for CI mode: ``ci/NN.yaml`` (or ``{}`` when the defaults are already small)."""
-    path = book.repo_root() / _parameter_file(nb)
+    path = paths.repo_root() / _parameter_file(nb)
     return _load_yaml_file(path) if path.exists() else {}
 
 
@@ -83,16 +83,14 @@ def preset_parameters(nb: Path, preset: str) -> dict:
 
     ``classroom`` is the preset of the CI parameters ``ci/NN.yaml``, run under ``build/classroom/``.
     """
-    if preset == CLASSROOM and not (book.repo_root() / "ci" / preset).is_dir():
-        from mmsa.book import classroom
-
-        return classroom.values(nb)[0]
-    folder = book.repo_root() / "ci" / preset
+    if preset == CLASSROOM and not (paths.repo_root() / "ci" / preset).is_dir():
+        return classroom_values(nb)[0]
+    folder = paths.repo_root() / "ci" / preset
     if not re.fullmatch(r"[\w-]+", preset) or not folder.is_dir() or preset == SOLUTIONS:
         have = presets()
         raise BookError(f"no preset {preset!r} (no folder ci/{preset}/ with NN.yaml files); available presets: "
                         + (", ".join(have) if have else "none yet") + "; CI parameters are --smoke")
-    path = book.repo_root() / _parameter_file(nb, preset)
+    path = paths.repo_root() / _parameter_file(nb, preset)
     return _load_yaml_file(path) if path.exists() else {}
 
 
@@ -258,10 +256,8 @@ def plan(only=None, smoke=False, preset=None, params: dict | None = None,
             base, src = smoke_parameters(nb), _parameter_file(nb)
         elif preset:
             base = preset_parameters(nb, preset)
-            if preset == CLASSROOM and not (book.repo_root() / "ci" / preset).is_dir():
-                from mmsa.book import classroom
-
-                src = classroom.values(nb)[1]
+            if preset == CLASSROOM and not (paths.repo_root() / "ci" / preset).is_dir():
+                src = classroom_values(nb)[1]
             else:
                 src = _parameter_file(nb, preset)
         else:
@@ -270,3 +266,26 @@ def plan(only=None, smoke=False, preset=None, params: dict | None = None,
         merged = {**base, **check_parameters(nb, params or {}, "-p")}
         out.append((nb, merged, src))
     return out
+
+
+# --------------------------------------------------------------------------- the classroom preset's values
+NOTES_FILE = "ci/classroom.yaml"  # classroom values that differ from CI's, and what each change means
+
+
+def notebook_key(nb: Path) -> str:
+    """``"07"`` for a chapter, ``"solutions/07"`` for its solutions (the keys of ``NOTES_FILE``)."""
+    return f"{SOLUTIONS}/{nb.name[:2]}" if is_solution(nb) else nb.name[:2]
+
+
+def classroom_notes() -> dict:
+    """The contents of ``ci/classroom.yaml`` ({} when there is none)."""
+    path = paths.repo_root() / NOTES_FILE
+    return _load_yaml_file(path) if path.exists() else {}
+
+
+def classroom_values(nb: Path) -> tuple[dict, str]:
+    """The classroom values of notebook ``nb`` and where they come from: its CI values
+    (``ci/NN.yaml``), overridden by ``values: {"NN": {...}}`` of ``ci/classroom.yaml`` if any."""
+    base, source = smoke_parameters(nb), _parameter_file(nb)
+    extra = (classroom_notes().get("values") or {}).get(notebook_key(nb)) or {}
+    return {**base, **extra}, source + (f" + {NOTES_FILE}" if extra else "")

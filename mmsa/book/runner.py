@@ -58,8 +58,8 @@ import sys
 import time
 from pathlib import Path
 
-from mmsa import book
-from mmsa.book import ENV_ONLY, ENV_OUT, BookError, display_path
+from mmsa.book import paths
+from mmsa.book.paths import ENV_ONLY, ENV_OUT, BookError, display_path
 from mmsa.book.clean import clean
 from mmsa.book.params import (SOLUTIONS, _first_line, check_kernel, is_solution, notebooks, parse_value, plan,
                               solutions)
@@ -98,7 +98,7 @@ def _remove_stale(out: Path, nb: Path, figures: bool) -> None:
 
 def _publish(nb: Path, executed: Path, staged_figures: Path) -> None:
     """--inplace: the executed notebook (cleaned) and the figures it saved, together."""
-    root = book.repo_root()
+    root = paths.repo_root()
     shutil.copyfile(executed, nb)
     clean([nb], check=False, quiet=True)
     if is_solution(nb):
@@ -139,7 +139,7 @@ def run(only=None, smoke=False, inplace=False, params: dict | None = None, prese
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    root = book.repo_root()
+    root = paths.repo_root()
     if inplace and (smoke or preset or params):
         raise BookError("--inplace commits the default run; with --smoke, --preset or -p the committed outputs "
                         "would disagree with the notebook's parameters cell (run without --inplace: outputs go to build/)")
@@ -224,7 +224,7 @@ def prepare_ci(nb: Path, params: dict, target: Path) -> Path:
 
 def test(only=None, skip_unit=False) -> int:
     """Unit tests, ``clean --check``, each notebook once in CI mode under nbval, then the claims."""
-    root = book.repo_root()
+    root = paths.repo_root()
     py = sys.executable
     nbs = notebooks(only)
     jobs = plan(only, smoke=True, with_solutions=True)
