@@ -250,7 +250,8 @@ def rule_paired(metrics: dict, rule: dict) -> tuple[str, str, str]:
 
 
 def _measured(metrics: dict, rule: dict) -> float:
-    v = number(_get(metrics, rule["value"]))
+    v = _get(metrics, rule["value"])
+    v = float(v) if isinstance(v, bool) and rule.get("op") == "==" else number(v)   # a yes/no check: 1/0
     if "denominator" in rule:
         v = v / number(_get(metrics, rule["denominator"]))
     return abs(v) if rule.get("abs") else v
@@ -456,6 +457,96 @@ def load_metrics(metrics_dir: str | Path) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- a chapter's findings
+#: The book's own expectations, stated in a chapter before its runs (the papers' claims are in
+#: PAPER_CLAIMS); same fields and rules as a paper claim, ``paper`` naming the paper it bears on.
+EXPECTATIONS = ROOT / "data" / "claims" / "expectations.yaml"
+#: metrics folders of runs with reduced parameters (``build/<name>/metrics``): their verdicts need the full run
+REDUCED_RUNS = ("smoke", "classroom")
+
+MEANS = {
+    "reproduced": "Supported at the book's size on SynthMSA{paper}; the published data sets are not tested here.",
+    "contradicted": "The opposite holds at the book's size on SynthMSA{paper}: the chapter discusses why.",
+    "inconclusive": "Neither supported nor refuted{paper}: a true effect smaller than {mde} would go unseen "
+                    "with these seeds and clips.",
+    "exploratory": "A hint from one seed or one timing run{paper}, not evidence either way.",
+    "sanity": "A check that the code does what it should (true by construction), not evidence for the paper.",
+    "not testable offline": "Needs the papers' data sets or hardware, which the book does not have offline.",
+    "not testable from the saved metrics": "The chapter does not save the numbers this needs.",
+    "not run": "Not measured in this run.",
+}
+
+
+def chapter_claims(notebook: str | int) -> list[dict]:
+    """The claims a chapter tests, in the order of the files: the book's own expectations
+    (EXPECTATIONS), then the papers' claims measured in it (``where[0]``)."""
+    nn = f"{int(notebook):02d}"
+    own = paper_claims(EXPECTATIONS) if EXPECTATIONS.exists() else []
+    return [c for c in own + paper_claims() if str(c["where"][0]) == nn]
+
+
+def _mde_of(metrics: dict, rule: dict) -> Optional[float]:
+    lo, hi = (_try(metrics, rule[k])[0] if k in rule else None for k in ("low", "high"))
+    return _verdict.mde(lo, hi) if lo is not None and hi is not None and hi >= lo else None
+
+
+def findings(notebook: str | int, metrics_dir: str | Path, tables: Optional[dict] = None) -> list[dict]:
+    """One row per claim of the chapter: the expectation, our number, the verdict (by the rules of
+    the report) and one sentence on what it means for the paper.  ``metrics_dir`` is the folder
+    the chapter saved its metrics in (``mmsa.book.metrics_dir()``); in a folder of a reduced run
+    (``build/smoke``, ``build/classroom``) every decided verdict is marked as needing the full run."""
+    nn = f"{int(notebook):02d}"
+    metrics = load_metrics(metrics_dir)
+    tables = load_paper_tables() if tables is None else tables
+    reduced = Path(metrics_dir).resolve().parent.name in REDUCED_RUNS
+    rows = []
+    for c in chapter_claims(nn):
+        r = evaluate(c, metrics, tables)
+        book_own = c.get("kind") == "expectation"
+        mde = _mde_of(metrics, c["rule"]) if r["verdict"] == "inconclusive" else None
+        means = c.get("means", {}).get(r["verdict"]) or MEANS.get(r["verdict"], "")
+        if r["verdict"] == "inconclusive" and mde is None:
+            means = "Not decided: the run saves no interval for this number, so the rule cannot decide it."
+        means = means.format(paper="" if book_own else f" for {c['paper'].split(' (')[0]}'s claim",
+                             mde=_fmt(mde) if mde is not None else "the minimum detectable effect")
+        verdict = r["verdict"]
+        if reduced and verdict in ("reproduced", "contradicted", "inconclusive", "exploratory"):
+            verdict += " (reduced run: needs the full run)"
+        rows.append({"expected before the run": ("" if book_own else f"{c['paper'].split(' (')[0]}: ") + c["claim"],
+                     "measured": r["ours"], "verdict": verdict, "what it means": means,
+                     "paper": r["paper's number"], "detail": r["detail"]})
+    return rows
+
+
+def findings_markdown(notebook: str | int, metrics_dir: str | Path) -> str:
+    """The chapter's "What we found" table as Markdown (``findings``), with a line on the run."""
+    rows = findings(notebook, metrics_dir)
+    if not rows:
+        return "_This chapter states no expectation that a run decides._"
+    reduced = Path(metrics_dir).resolve().parent.name in REDUCED_RUNS
+    cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")
+    lines = ["| expected before the run | measured | verdict | what it means | how it was decided |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {cell(r['expected before the run'])} | {cell(r['measured'])} | **{cell(r['verdict'])}** | "
+              f"{cell(r['what it means'])} | {cell(r['detail'])} |" for r in rows]
+    counts = {}
+    for r in rows:
+        key = r["verdict"].split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    head = ", ".join(f"{n} {v}" for v, n in counts.items())
+    note = (" This run used reduced (classroom/CI) parameters: its verdicts need the full run "
+            f"(`python -m mmsa.book run --only {int(notebook):02d}`)." if reduced else "")
+    return f"{len(rows)} expectations: {head}.{note}\n\n" + "\n".join(lines)
+
+
+def show_findings(notebook: str | int, metrics_dir: str | Path):
+    """Display the "What we found" table in a notebook (Markdown)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(findings_markdown(notebook, metrics_dir)))
+
+
 __all__ = ["VERDICTS", "DECIDED", "OPS", "Missing", "lookup", "number", "compare", "as_path", "show_path",
            "ci_claims", "check_ci_claim", "load_paper_tables", "paper_value", "paper_claims", "RULES",
-           "evaluate", "validate", "load_metrics"]
+           "evaluate", "validate", "load_metrics", "EXPECTATIONS", "MEANS", "chapter_claims",
+           "findings", "findings_markdown", "show_findings"]

@@ -54,6 +54,7 @@ class Regime:
     rate: float = 0.0
     expected: str = ""
     fix: Optional[tuple] = None      # (label, model, flags): the intervention, declared before its test run
+    fix_without: Optional[tuple] = None  # its own ablation when the intervention changes both arms (else without_module)
 
 
 REGIMES = {
@@ -78,12 +79,14 @@ REGIMES = {
         "gan", "GAN", "polarity", (32, 50, 50),
         {"GAN": ("dast_gan", {}), "w/o GAN": ("dast_gan", {"use_gan": False})},
         "GAN", "w/o GAN", pattern="random", rate=0.8,
+        fix=("GAN, no attraction", "dast_gan", {"w_att": 0.0}),
+        fix_without=("w/o GAN, no attraction", "dast_gan", {"use_gan": False, "w_att": 0.0}),
         expected="with 80 % of the positions missing, the GAN lowers the MAE (w/o GAN minus GAN > 0) "
                  "and brings the incomplete view's features closer to the complete view's in every seed"),
 }
 
 
-FIX_NAMES = {"dam": "dam_texture", "sta": "", "gan": ""}   # the config flag each fix sets
+FIX_NAMES = {"dam": "dam_texture", "sta": "", "gan": "w_att=0"}   # the config setting each intervention changes
 
 
 def protocol(regime: Regime | str, base: experiment.Protocol, seeds: Sequence[int],
@@ -170,6 +173,56 @@ def feature_gaps(trainers: Sequence, split, transform) -> list:
     return out
 
 
+def alpha_swap(trainer, split, alpha=None) -> np.ndarray:
+    """Absolute test errors (N,) of a trained DAST-GAN with DAM whose weights α are replaced at
+    test time in every layer (nothing is retrained): ``alpha`` None = its own scorer's α;
+    "uniform" = 1/3 each; an (N, 3) array = those weights for the split's clips in order (e.g. the
+    true reliabilities normalised to sum 1).  Complete clips only (no ρ masking is applied)."""
+    model, dam = trainer.model.eval(), trainer.model.dam
+    loader, errors, at = make_loader(split, 64), [], 0
+    try:
+        for b in loader:
+            n = b.size
+            if isinstance(alpha, str) and alpha == "uniform":
+                dam.weights = lambda c, rho, tex=None: torch.full(rho.shape, 1 / 3, device=rho.device)
+            elif alpha is not None:
+                w = torch.as_tensor(np.asarray(alpha)[at:at + n], dtype=torch.float32)
+                dam.weights = lambda c, rho, tex=None, w=w: w.to(rho.device)
+            with torch.no_grad():
+                pred = model(b.to(trainer.device)).pred.float().cpu().numpy().ravel()
+            errors.append(np.abs(pred - b.label.cpu().numpy().ravel()))
+            at += n
+    finally:
+        dam.__dict__.pop("weights", None)          # back to DAM.weights
+    return np.concatenate(errors)
+
+
+def dam_alpha_interventions(trainers: Sequence, split, n_boot: int = 4000) -> dict:
+    """Does the trained prediction use DAM's weights at all, and would the right weights help it?
+    Per seed the same trained model is tested with its own α, with α = 1/3, and with α equal to
+    the true reliabilities normalised to sum 1 (an oracle only this synthetic regime has).
+    Returns the paired differences (seeds x clips) "uniform − own" (> 0: the learned α helps the
+    trained model) and "own − oracle" (> 0: the true weights would help it), and how far α moves
+    (mean |α − 1/3|)."""
+    rel = np.asarray(split.truth["reliability"], np.float64)
+    oracle = rel / rel.sum(1, keepdims=True)
+    loader = make_loader(split, 64)
+    own, uni, ora, spread = [], [], [], []
+    for t in trainers:
+        own.append(alpha_swap(t, split))
+        uni.append(alpha_swap(t, split, "uniform"))
+        ora.append(alpha_swap(t, split, oracle))
+        a = np.asarray(t.predict(loader, keep_extras=("modality_weights",))["extras"]["modality_weights"], np.float64)
+        spread.append(float(np.abs(a - 1 / 3).mean()))
+    own, uni, ora = map(np.stack, (own, uni, ora))
+    out = {"mae_own": float(own.mean()), "mae_uniform": float(uni.mean()), "mae_oracle": float(ora.mean()),
+           "alpha_spread": float(np.mean(spread)), "oracle_spread": float(np.abs(oracle - 1 / 3).mean())}
+    for name, (a, b) in {"uniform_minus_own": (uni, own), "own_minus_oracle": (own, ora)}.items():
+        d = robustness.paired_difference(a, b, n_boot=n_boot)
+        out[name] = {k: d[k] for k in ("diff", "boot_low", "boot_high", "mde")}
+    return out
+
+
 @dataclass
 class Study:
     """What ``study`` returns: per regime its protocol, data, runs and measurements."""
@@ -208,8 +261,10 @@ def study(base: experiment.Protocol, seeds: Sequence[int] = (1, 2, 3, 4, 5), reg
         p = st.protocols[name] = protocol(rg, base, st.seeds, lengths.get(name))
         st.data[name] = experiment.load(p)
         extra = {rg.fix[0]: rg.fix[1:]} if fixes and rg.fix else {}
+        if extra and rg.fix_without:
+            extra[rg.fix_without[0]] = rg.fix_without[1:]
         st.runs[name] = experiment.fit_all(jobs(rg, st.seeds, extra), p, workers=workers, progress=progress)
-        measure(st, name, list(extra))
+        measure(st, name, [rg.fix[0]] if extra else [])
     return st
 
 
@@ -228,10 +283,10 @@ def measure(st: Study, name: str, fix_labels: Sequence[str] = ()) -> dict:
         st.metrics["mech_sta_vision_frames_mean"] = float(np.mean(test.vision_lengths))
         backbone_occ = occlusion_ratios([runs[("EMT-DLFR", s)] for s in st.seeds], test, st.seeds)
         res["occlusion EMT-DLFR"] = backbone_occ
-    gaps_without = feature_gaps([runs[(rg.without_module, s)] for s in st.seeds], test, tf) if name == "gan" else None
     for role, label in (("faithful", rg.with_module), *(("fix", lbl) for lbl in fix_labels)):
-        g = paired_gain(runs, rg.without_module, label, st.seeds, test, tf)
-        m = {"label": label, "gain": g["diff"], "gain_ci_low": g["boot_low"], "gain_ci_high": g["boot_high"],
+        without = rg.fix_without[0] if role == "fix" and rg.fix_without else rg.without_module
+        g = paired_gain(runs, without, label, st.seeds, test, tf)
+        m = {"label": label, "compared_with": without, "gain": g["diff"], "gain_ci_low": g["boot_low"], "gain_ci_high": g["boot_high"],
              "gain_mde": g["mde"], "gain_verdict": g["verdict"], "mae_with": g["mae_with"],
              "mae_without": g["mae_without"], "gain_per_seed": g["per_seed"]}
         with_runs = [runs[(label, s)] for s in st.seeds]
@@ -244,6 +299,7 @@ def measure(st: Study, name: str, fix_labels: Sequence[str] = ()) -> dict:
             m.update(occlusion=occ, occlusion_vs_backbone=float(np.mean(occ) / max(np.mean(backbone_occ), 1e-12)))
         else:
             gw = feature_gaps(with_runs, test, tf)
+            gaps_without = feature_gaps([runs[(without, s)] for s in st.seeds], test, tf)
             m.update(gap_with=gw, gap_without=gaps_without,
                      gap_closed_seeds=int(sum(a < b for a, b in zip(gw, gaps_without))))
         m["meets_target"] = meets_target(name, m, len(st.seeds))
@@ -280,11 +336,58 @@ def dam_reading(res: dict) -> str:
                 f"MAE gain over fixed weights moves from {f['gain']:+.3f} to {x['gain']:+.3f}, but its interval "
                 f"[{x['gain_ci_low']:+.3f}, {x['gain_ci_high']:+.3f}] still contains 0: the lost reliability signal is "
                 "part of the cause, and this design (minimum detectable effect "
-                f"{x['gain_mde']:.3f}) cannot yet tell whether it is all of it. A candidate for the rest, not measured "
-                "here: the head also reads each encoder's h_m and STA's summary s beside vec(G^L), so it can weight the "
-                "modalities without DAM.")
+                f"{x['gain_mde']:.3f}) cannot yet tell whether it is all of it. A candidate for the rest, tested by the "
+                "test-time swap of chapter 03 §5.2: the head also reads each encoder's h_m and STA's summary s beside "
+                "vec(G^L), so a network without DAM can weight the modalities by other routes.")
     return (f"The texture hardly changes α (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}): the scorer does not learn "
             "to use it, so the measured cause is not the whole story.")
+
+
+def gan_reading(res: dict, n_seeds: int) -> str:
+    """One sentence on the GAN regime: the faithful GAN beside the intervention that switches
+    DLFR's attraction off in both arms (``res`` = ``Study.results["gan"]``)."""
+    f, x = res["faithful"], res.get("fix")
+    if f["meets_target"]:
+        return "The faithful GAN meets its target: it lowers the MAE at heavy missingness and closes the feature gap in every seed."
+    head = (f"With DLFR's attraction on (the faithful model), the GAN changes the MAE at {100 * REGIMES['gan'].rate:.0f} % "
+            f"missing by {f['gain']:+.3f} [{f['gain_ci_low']:+.3f}, {f['gain_ci_high']:+.3f}] (minimum detectable effect "
+            f"{f['gain_mde']:.3f}) and brings the views closer in {f['gap_closed_seeds']} of {n_seeds} seeds")
+    if x is None:
+        return head + "; no intervention was run."
+    body = (f". With the attraction off in both arms, the GAN's gain is {x['gain']:+.3f} [{x['gain_ci_low']:+.3f}, "
+            f"{x['gain_ci_high']:+.3f}] and it brings the views closer in {x['gap_closed_seeds']} of {n_seeds} seeds")
+    if x["meets_target"]:
+        return (head + body + ": the GAN does its job when it is the only loss pulling the two views together; in the "
+                "full model the attraction already does that job, so the ablation cannot see the GAN.")
+    if x["gain_verdict"] == "reproduced" or x["gap_closed_seeds"] > f["gap_closed_seeds"]:
+        return (head + body + ": without the attraction the GAN shows more of an effect, so the two losses overlap, but "
+                "the target is still missed; redundancy is part of the cause, not all of it.")
+    return (head + body + ": switching the attraction off does not let the GAN show an effect either, so redundancy with "
+            "the attraction is not the cause this design can see.")
+
+
+def swap_reading(swap: dict, faithful: dict) -> str:
+    """One sentence from the test-time α swap of the faithful DAM (``dam_alpha_interventions``)
+    beside its paired ablation gain (``faithful`` = ``Study.results["dam"]["faithful"]``)."""
+    u, o = swap["uniform_minus_own"], swap["own_minus_oracle"]
+    uses = decide(u["boot_low"], u["boot_high"], +1) == "reproduced"
+    ablation = faithful["gain_verdict"] == "reproduced"
+    if uses and not ablation:
+        first = (f"The trained DAM model does use its weights (α = 1/3 at test time costs it {u['diff']:+.3f} MAE, an "
+                 "interval above 0), yet the network trained without DAM is as good, so it reaches the same accuracy "
+                 "by other routes: the ablation cannot show DAM's effect")
+    elif uses:
+        first = f"The trained DAM model uses its weights (α = 1/3 at test time costs it {u['diff']:+.3f} MAE)"
+    else:
+        first = (f"Replacing α by 1/3 at test time changes the trained model's MAE by {u['diff']:+.3f}, an interval "
+                 f"that contains 0 (minimum detectable effect {u['mde']:.3f}): this design cannot show "
+                 "that the prediction depends on DAM's weights")
+    better = decide(o["boot_low"], o["boot_high"], +1) == "reproduced"
+    second = ("; the true weights would lower it further, so the scorer's estimate of the reliability is a bottleneck."
+              if better else
+              f"; the true weights change it by {o['diff']:+.3f}, within what this design can detect "
+              f"(minimum detectable effect {o['mde']:.3f}).")
+    return first + second
 
 
 def verdict_table(st: Study):
@@ -302,7 +405,7 @@ def verdict_table(st: Study):
             probe = {"dam": ("Spearman(α, r)", m.get("spearman")),
                      "sta": ("occlusion vs EMT-DLFR", m.get("occlusion_vs_backbone")),
                      "gan": ("gap closed (seeds)", m.get("gap_closed_seeds"))}[name]
-            rows.append({"regime": name, "module": m["label"], "compared with": rg.without_module,
+            rows.append({"regime": name, "module": m["label"], "compared with": m["compared_with"],
                          "Δ MAE (without − with)": m["gain"], "95 % low": m["gain_ci_low"],
                          "95 % high": m["gain_ci_high"], "MDE": m["gain_mde"], "verdict": m["gain_verdict"],
                          "mechanism probe": probe[0], "probe value": probe[1], "target met": m["meets_target"]})
@@ -310,4 +413,4 @@ def verdict_table(st: Study):
 
 
 __all__ = ["Regime", "REGIMES", "FIX_NAMES", "Study", "study", "measure", "verdict_table", "dam_reading", "meets_target", "protocol", "jobs",
-           "paired_gain", "abs_errors", "dam_spearman", "occlusion_ratios", "feature_gaps", "mde"]
+           "paired_gain", "abs_errors", "dam_spearman", "alpha_swap", "dam_alpha_interventions", "swap_reading", "gan_reading", "occlusion_ratios", "feature_gaps", "mde"]

@@ -330,32 +330,51 @@ def model_styles(names: Sequence[str]) -> dict:
 
 def plot_curves(curves: pd.DataFrame, metric: str, ylabel: str, reference: Optional[float] = None,
                 reference_label: str = "constant predictor", models: Optional[Sequence[str]] = None,
-                percent: bool = False):
-    """One facet per pattern: ``metric`` (mean over seeds, band = min..max over seeds) vs missing rate."""
+                percent: bool = False, highlight: Optional[Sequence[str]] = None,
+                names: Optional[dict] = None):
+    """One facet per pattern: ``metric`` (mean over seeds, band = min..max over seeds) vs missing rate.
+
+    ``highlight``: the models drawn in colour, with markers and seed bands; every other model is a
+    thin grey line without a band, and the legend names them in one entry ("other models (grey)"),
+    so that a reader can follow the few curves the text is about.  ``None``: every model in colour.
+    ``names``: display names for the legend (default: the model keys).
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     patterns = [p for p in missing.PATTERNS if p in set(curves["pattern"])]
     models = list(models) if models is not None else list(dict.fromkeys(curves["model"]))
-    styles = model_styles(models)
+    names = dict(names or {})
+    shown = [m for m in models if highlight is None or m in set(highlight)]
+    others = [m for m in models if m not in shown]
+    styles = model_styles(shown)
     scale = 100.0 if percent else 1.0
     fig, axes = plt.subplots(1, len(patterns), figsize=(4.2 * len(patterns), 3.8), sharey=True, squeeze=False)
     for ax, pattern in zip(axes[0], patterns):
         c = curves[curves["pattern"] == pattern]
-        for m in models:
+        for m in others + shown:            # grey first, so that the highlighted curves lie on top
             g = c[c["model"] == m].groupby("rate")[metric]
             if g.ngroups == 0:
                 continue
             mean, lo, hi = g.mean() * scale, g.min() * scale, g.max() * scale
-            ax.plot(mean.index, mean.values, label=m, ms=4, lw=1.3, **styles[m])
+            if m in others:
+                ax.plot(mean.index, mean.values, color="0.65", lw=0.9, alpha=0.8, zorder=1)
+                continue
+            ax.plot(mean.index, mean.values, label=names.get(m, m), ms=4, lw=1.8 if others else 1.3, zorder=3,
+                    **styles[m])
             if (hi - lo).max() > 0:
-                ax.fill_between(mean.index, lo.values, hi.values, color=styles[m]["color"], alpha=0.12, lw=0)
+                ax.fill_between(mean.index, lo.values, hi.values, color=styles[m]["color"], alpha=0.15, lw=0,
+                                zorder=2)
         if reference is not None:
             ax.axhline(reference * scale, color="0.3", ls=":", lw=1.2, label=reference_label)
         ax.set(title=f"{PATTERN_TITLES.get(pattern, pattern)} missing", xlabel="missing rate r")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if others:
+        handles.append(Line2D([], [], color="0.65", lw=0.9))
+        labels.append(f"{len(others)} other models (grey):\n" + "\n".join(names.get(m, m) for m in others))
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 

@@ -55,3 +55,53 @@ def test_ci_claims_file_is_well_formed():
 def test_verdicts_extend_the_decision_rule():
     assert claims.VERDICTS[:5] == verdict.VERDICTS
     assert set(claims.DECIDED) <= set(verdict.VERDICTS)
+
+
+# --------------------------------------------------------------------------- "What we found"
+def test_expectations_file_is_well_formed_and_every_chapter_has_findings():
+    own = claims.paper_claims(claims.EXPECTATIONS)
+    assert own and all(c.get("kind") == "expectation" for c in own)
+    assert claims.validate(own, claims.load_paper_tables()) == []
+    for nn in [f"{i:02d}" for i in range(11)]:
+        assert claims.chapter_claims(nn), f"chapter {nn} states no expectation a run decides"
+
+
+def test_every_chapter_ends_with_its_generated_findings():
+    import json
+    from pathlib import Path
+
+    for nb in sorted((claims.ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        heading, code = "".join(cells[-2]["source"]), "".join(cells[-1]["source"])
+        assert heading.startswith("## What we found"), nb.name
+        assert f'show_findings("{nb.name[:2]}", mmsa.book.metrics_dir())' in code, nb.name
+
+
+def _write_metrics(folder, nn, data):
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{nn}.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_findings_decide_by_the_paired_interval_and_print_the_mde(tmp_path, monkeypatch):
+    rule = {"kind": "paired", "sign": 1, "diff": ["99", "d"], "low": ["99", "lo"], "high": ["99", "hi"]}
+    fake = [{"kind": "expectation", "paper": "the book", "claim": "A beats B", "paper_text": "—", "source": "s",
+             "where": ["99", "d"], "rule": rule, "why": "w"}]
+    monkeypatch.setattr(claims, "chapter_claims", lambda nn: fake)
+    full = _write_metrics(tmp_path / "build" / "metrics", "99", {"d": 0.05, "lo": 0.01, "hi": 0.09})
+    (row,) = claims.findings("99", full, tables={})
+    assert row["verdict"] == "reproduced" and row["measured"] == "+0.050"
+    _write_metrics(full, "99", {"d": 0.05, "lo": -0.02, "hi": 0.12})
+    (row,) = claims.findings("99", full, tables={})
+    # half-width 0.07 = 1.96 SE  ->  MDE = 2.80 SE = 0.07 / 1.96 * 2.80 ≈ 0.100
+    assert row["verdict"] == "inconclusive" and "0.100" in row["what it means"]
+    small = _write_metrics(tmp_path / "build" / "classroom" / "metrics", "99", {"d": 0.05, "lo": 0.01, "hi": 0.09})
+    (row,) = claims.findings("99", small, tables={})
+    assert row["verdict"] == "reproduced (reduced run: needs the full run)"
+    md = claims.findings_markdown("99", small)
+    assert "needs the full run" in md and "| A beats B | +0.050 | **reproduced" in md
+    _write_metrics(full, "99", {"d": 0.05})
+    (row,) = claims.findings("99", full, tables={})
+    assert row["verdict"] == "inconclusive" and "no paired interval saved" in row["detail"]

@@ -163,3 +163,44 @@ def test_dam_reading_names_the_cause_the_two_measurements_support():
     assert "flips the outcome" in mechanisms.dam_reading({"faithful": f, "fix": flipped})
     assert "hardly changes" in mechanisms.dam_reading({"faithful": f, "fix": still})
     assert "meets its target" in mechanisms.dam_reading({"faithful": {**flipped}})
+
+
+def test_alpha_swap_replaces_dam_weights_at_test_time_only(tmp_path):
+    """Own α reproduces predict(); α = 1/3 and the true-reliability weights change the prediction
+    of a DAM model whose weights are far from uniform; afterwards DAM uses its own scorer again."""
+    import torch
+
+    data = synthetic_splits("mosi", sizes=(24, 8, 16), seed=3, root=tmp_path, lengths=(16, 20, 20),
+                            reliability="texture", verbose=False)
+    p = experiment.Protocol(sizes=(24, 8, 16), lengths=(16, 20, 20), reliability="texture", epochs=1, data_dir=str(tmp_path))
+    t = experiment.fit("dast_gan", p, seed=1, data=data, root=str(tmp_path / "runs"), use_gan=False)
+    with torch.no_grad():
+        t.model.dam.mlp[2].bias.zero_()
+        t.model.dam.mlp[2].weight.mul_(50.0)          # sharpen the learned scores: α far from 1/3
+    test = data["test"]
+    res = t.predict(mechanisms.make_loader(test, 64))
+    own = np.abs(res["pred"].ravel() - res["label"].ravel())
+    assert np.allclose(mechanisms.alpha_swap(t, test), own, atol=1e-5)
+    uniform = mechanisms.alpha_swap(t, test, "uniform")
+    assert not np.allclose(uniform, own, atol=1e-4)
+    assert "weights" not in t.model.dam.__dict__                      # the scorer is back
+    assert np.allclose(mechanisms.alpha_swap(t, test), own, atol=1e-5)
+    r = mechanisms.dam_alpha_interventions([t], test, n_boot=50)
+    assert r["mae_own"] == pytest.approx(own.mean(), abs=1e-5)
+    assert r["mae_uniform"] == pytest.approx(uniform.mean(), abs=1e-5)
+    for k in ("uniform_minus_own", "own_minus_oracle"):
+        assert r[k]["boot_low"] <= r[k]["diff"] <= r[k]["boot_high"]
+    assert r["uniform_minus_own"]["diff"] == pytest.approx(uniform.mean() - own.mean(), abs=1e-5)
+
+
+def test_gan_intervention_is_compared_with_its_own_ablation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = experiment.Protocol(sizes=(32, 16, 16), epochs=1, patience=1, lengths=(16, 12, 12), data_dir=str(tmp_path / "synth"))
+    st = mechanisms.study(base, seeds=(1, 2), regimes=("gan",), workers=1, progress=False)
+    assert {lbl for lbl, _ in st.runs["gan"]} == {"GAN", "w/o GAN", "GAN, no attraction", "w/o GAN, no attraction"}
+    fix = st.results["gan"]["fix"]
+    assert fix["compared_with"] == "w/o GAN, no attraction" and st.results["gan"]["faithful"]["compared_with"] == "w/o GAN"
+    assert st.runs["gan"][("GAN, no attraction", 1)].model.cfg.w_att == 0.0
+    assert {"mech_gan_fix_gain_ci_low", "mech_gan_fix_gap_closed_seeds"} <= set(st.metrics)
+    text = mechanisms.gan_reading(st.results["gan"], 2)
+    assert "attraction" in text and "of 2 seeds" in text

@@ -165,6 +165,9 @@ def test_constant_metrics_and_plot():
     assert [t.get_text() for t in names] == ["A", "B", "constant predictor"]
     styles = robustness.model_styles([f"m{i}" for i in range(11)])
     assert len({(s["color"], s["marker"], s["ls"]) for s in styles.values()}) == 11
+    fig = robustness.plot_curves(_curves(), "mae", "MAE", reference=1.5, highlight=["B"], names={"B": "Bee"})
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[:2] == ["Bee", "constant predictor"] and texts[2].startswith("1 other models (grey)")
 
 
 def test_auilc_errors_average_to_the_auilc_of_the_mae(split):
