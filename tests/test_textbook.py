@@ -93,6 +93,8 @@ def _template_problems(path: Path) -> list[str]:
         return problems + ["the end is not '## Summary', '## Exercises', '## Further reading'"]
     if order != sorted(order) or order[-1] != len(md) - 1:
         problems.append("Summary, Exercises and Further reading are not the last three parts, in that order")
+    if order[0] == 0 or not md[order[0] - 1].startswith("## What we found"):
+        problems.append("'## What we found' does not come right before '## Summary'")
     exercises = md[order[1]]
     items = re.findall(r"^\d\. \*\*\[(★{1,3})\]\*\*", exercises, flags=re.M)
     if not 4 <= len(items) <= 6:
