@@ -332,17 +332,9 @@ def test_run_puts_figures_on_the_page_whatever_mplbackend_says(repo, monkeypatch
 
 
 _CHAPTERS = sorted((book.repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-# Chapters committed from runs whose kernels used a non-inline backend (MPLBACKEND=Agg): their
-# figures are in figures/ but not on the page.  A rerun with `python -m mmsa.book run --inplace`
-# makes them pass; then remove them from this set.
-_NOT_RERUN_INLINE = {"00", "01", "02", "03", "04", "05", "06", "07", "08", "10"}
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, id=p.stem, marks=pytest.mark.xfail(
-        strict=False, reason="chapters not yet re-executed with the inline backend")
-                 if p.name[:2] in _NOT_RERUN_INLINE else ())
-    for p in _CHAPTERS])
+@pytest.mark.parametrize("path", _CHAPTERS, ids=[p.stem for p in _CHAPTERS])
 def test_committed_chapter_shows_every_figure_it_saves(path):
     images, saves = runner.figure_counts(path)
     assert images >= saves, f"{path.name}: {images} image output(s) for {saves} save_figure call(s)"
