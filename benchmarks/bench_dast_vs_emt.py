@@ -19,10 +19,10 @@ import argparse
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
+from mmsa import efficiency as ef
 from mmsa.models import build, count_parameters, inference_parameters
 from mmsa.types import Batch
 
@@ -52,10 +52,7 @@ def synthetic_batches(n: int, batch_size: int, rate: float, seed: int = 0) -> li
 
 def make_model(name: str, device):
     kw = dict(dataset="mosi", use_text_features=True, text_dim=MOSI["dt"])
-    model = build(name, **kw).to(device)
-    if name == "dast_gan":
-        model.adv_weight = model.cfg.w_adv  # post-ramp: the adversarial term is paid
-    return model
+    return build(name, **kw).to(device)
 
 
 def sync(device):
@@ -63,28 +60,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def train_epoch(model, batches, device, amp: bool) -> float:
-    """One epoch: forward both views, backward, Adam step (+ the discriminator step for DAST-GAN)."""
-    model.train()
-    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
-    opt = torch.optim.Adam(params, lr=1e-3)
-    sched = None
-    if hasattr(model, "discriminator"):
-        sched = model.gan_schedule()
-        trainer = SimpleNamespace(model=model, device=device, epoch=20)
-        sched.on_fit_start(trainer)
+def train_epoch(trainer, batches, device) -> float:
+    """One epoch of the Trainer's own step (``mmsa.efficiency.timing_trainer``): forward both views,
+    backward, Adam (+ the discriminator step for DAST-GAN, after its ramp), its autocast."""
+    trainer.model.train()
     batches = [b.to(device) for b in batches]
     sync(device)
     t0 = time.perf_counter()
     for b in batches:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(b)
-            loss = out.loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.on_batch_end(trainer, b, out)
+        trainer.step(b)
     sync(device)
     return time.perf_counter() - t0
 
@@ -114,26 +98,24 @@ def main(argv=None):
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    amp = device.type == "cuda"
-    if device.type == "cpu":                       # as the Trainer does on a CPU (mmsa.train)
-        from mmsa.train import keep_freed_memory
-        keep_freed_memory()
+    amp = device.type == "cuda"                    # inference: bf16 autocast as the Trainer's (CUDA)
     torch.manual_seed(0)
     batches = synthetic_batches(args.n_train, args.batch_size, args.rate)
-    models, train_times, infer_times, peak = {}, {}, {}, {}
+    models, trainers, train_times, infer_times, peak = {}, {}, {}, {}, {}
     for name in ("emt_dlfr", "dast_gan"):
         torch.manual_seed(0)
         models[name] = make_model(name, device)
+        trainers[name] = ef.timing_trainer(models[name], device)   # keeps freed memory on a CPU, as training
         train_times[name], infer_times[name] = [], []
     # epochs alternate between the models so that load drift on a shared machine hits both alike
-    for name, model in models.items():
+    for name in models:
         if device.type == "cuda":
-            train_epoch(model, batches[:3], device, amp)  # warm-up (cuDNN / kernel selection)
+            train_epoch(trainers[name], batches[:3], device)  # warm-up (cuDNN / kernel selection)
     for _ in range(args.epochs):
-        for name, model in models.items():
+        for name in models:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            train_times[name].append(train_epoch(model, batches, device, amp))
+            train_times[name].append(train_epoch(trainers[name], batches, device))
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated() / 2**20
     for _ in range(args.epochs):

@@ -33,30 +33,25 @@ def text_length_frames(b):
 
 def main(argv=None) -> int:
     from mmsa import data as mdata
+    from mmsa import efficiency as ef
     from mmsa.missing import make_train_transform
     from mmsa.models import build_for_data
-    from mmsa.train import keep_freed_memory
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    keep_freed_memory()
     with tempfile.TemporaryDirectory() as tmp:
         split = mdata.load_features(str(bm.write_mosi_pickle(Path(tmp) / "unaligned_50.pkl", 64)), "mosi")["train"]
         bert = str(bm.write_toolkit_tiny_bert(Path(tmp) / "toolkit_tiny_bert"))
         torch.manual_seed(0)
         model = build_for_data("misa", split, preset="mmsa", text_model=bert).train()
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
+        trainer = ef.timing_trainer(model, "cpu", lr=1e-4)   # the Trainer's own step (mmsa.efficiency)
         transform = make_train_transform("random", (0.0, 0.6), base_seed=0, text_bank=4)
         warm, timed = [transform(b, 1, i) for i, b in zip(range(2), mdata.make_loader(split, 32, shuffle=False, seed=0))]
 
-        def step(b):
-            out = model(b)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
+        step = trainer.step
 
         step(warm)
         step(text_length_frames(warm))

@@ -32,7 +32,7 @@ side-by-side comparison is at equal config.  ``--reference`` reads JSON lines
 ``mmsa`` 2.2.1) on a file of the same shapes in the same session, and puts them beside ours.
 Rows are appended to ``benchmarks/results.csv`` with the machine's description.
 
-Memory: on a CPU the script, like the Trainer, calls ``mmsa.train.keep_freed_memory()`` (freed
+Memory: on a CPU the script, like the Trainer, calls ``mmsa.runtime.keep_freed_memory()`` (freed
 attention maps stay with the process, so a step does not fault their pages in again; column
 ``freed_memory=kept``).  The reference toolkit gains as much from the same glibc setting, given by
 environment variables (``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736``): compare ``kept``
@@ -120,9 +120,10 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
              text_model: str = "minilm", keep_freed: bool = True) -> dict:
     """Build ``name`` at the papers' sizes, run 1 untimed + ``steps`` timed training steps."""
     from mmsa import data as mdata
+    from mmsa import efficiency as ef
     from mmsa.missing import make_train_transform
     from mmsa.models import build_for_data, count_parameters
-    from mmsa.train import amp_dtype, keep_freed_memory, resolve_device
+    from mmsa.runtime import keep_freed_memory, resolve_device
 
     torch.set_num_threads(threads)
     dev = resolve_device(device)
@@ -133,16 +134,10 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
     if text_model != "minilm":
         kw["text_model"] = text_model
     model = build_for_data(name, split, **kw).to(dev)
-    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
-    opt = torch.optim.Adam(params, lr=1e-4, foreach=True)
-    gan = None
-    if hasattr(model, "discriminator"):                          # DAST-GAN after its ramp: L_adv is paid
-        from types import SimpleNamespace
-        model.adv_weight = model.cfg.w_adv
-        gan = model.gan_schedule()
-        trainer = SimpleNamespace(model=model, device=dev, epoch=10 ** 3)
-        gan.on_fit_start(trainer)
-    dtype = amp_dtype(dev)
+    # the Trainer's own step (mmsa.efficiency.timing_trainer): its optimiser groups, autocast and the
+    # model's callbacks -- DAST-GAN after its ramp: L_adv and the discriminator step are paid
+    trainer = ef.timing_trainer(model, dev, lr=1e-4, keep_freed=keep_freed)
+    dtype = trainer.amp_dtype
     # the book's incomplete training view (random rate in [0, 0.6], 4 masks per sentence), as the Trainer applies it
     transform = make_train_transform("random", (0.0, 0.6), base_seed=0, text_bank=4)
     loader = mdata.make_loader(split, batch, shuffle=False, seed=0)
@@ -158,14 +153,7 @@ def time_one(name: str, pkl: str, batch: int, steps: int, device: str, threads: 
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = model(b)
-            loss = out.loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if gan is not None:
-            gan.on_batch_end(trainer, b, out)
+        trainer.step(b)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -225,7 +213,7 @@ def main(argv=None) -> int:
                          "2-layer BERT, 9.6 M, random weights: equal text encoders for MISA, Self-MM, TFR-Net)")
     ap.add_argument("--malloc-default", action="store_true",
                     help="CPU: leave glibc's malloc as it is (freed maps go back to the OS, every step "
-                         "faults its pages in again) instead of mmsa.train.keep_freed_memory(), which the "
+                         "faults its pages in again) instead of mmsa.runtime.keep_freed_memory(), which the "
                          "Trainer calls on a CPU")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "PICKLE"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

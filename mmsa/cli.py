@@ -29,7 +29,6 @@ from pathlib import Path
 
 ALIASES = {"synth": "synth_mosi"}
 MIN_SAMPLES = 8  # --n-samples: enough clips for a training split (valid and test get max(n // 3, 8))
-SYNTH_KINDS = {"synth_mosi": "mosi", "synth_sims": "sims", "synth3": "3class"}
 
 
 class UsageError(Exception):
@@ -98,20 +97,16 @@ def dataset_names() -> list[str]:
 
 
 def load_splits(dataset: str, data_dir: str | None, n_samples: int | None = None, seed: int = 0):
-    """Real pickles from ``data_dir`` (a file or folder; default ``data/<MOSI|MOSEI|SIMS>``), or
-    SynthMSA (generated once, cached under ``data_dir`` or ``data/synth``) for ``synth_*`` names."""
+    """The splits of ``dataset`` (``mmsa.data.load_splits``); a SynthMSA set of ``n_samples`` training
+    clips (default 300; valid and test get a third each, at least 8) generated with ``seed``."""
     from mmsa import data
 
     dataset = ALIASES.get(dataset, dataset)
     if dataset not in data.DATASETS:
         raise UsageError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(dataset_names())} "
                          f"(synth = synth_mosi)")
-    if dataset in SYNTH_KINDS:
-        n = n_samples or 300
-        sizes = (n, max(n // 3, 8), max(n // 3, 8))
-        return data.synthetic_splits(SYNTH_KINDS[dataset], sizes, seed, root=data_dir or "data/synth")
-    spec = data.DATASETS[dataset]
-    return data.load_features(Path(data_dir) if data_dir else Path("data") / spec.folder, dataset)
+    n = n_samples or 300
+    return data.load_splits(dataset, data_dir, sizes=(n, max(n // 3, 8), max(n // 3, 8)), seed=seed)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,7 +134,8 @@ def _setup(args):
     """Everything before training; any mistake becomes a ``UsageError``."""
     from mmsa import data, missing, models
     from mmsa.data import FeatureFileError
-    from mmsa.train import TrainConfig, resolve_device, seed_everything, train_config
+    from mmsa.runtime import resolve_device, seed_everything
+    from mmsa.train import TrainConfig, train_config
 
     try:
         resolve_device(args.device)
@@ -157,9 +153,9 @@ def _setup(args):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.n_samples is not None:
-        if dataset not in SYNTH_KINDS:
+        if dataset not in data.SYNTH_KINDS:
             raise UsageError(f"--n-samples {args.n_samples}: sets the size of a generated SynthMSA data set "
-                             f"({', '.join(SYNTH_KINDS)}); {dataset} is read whole from its file")
+                             f"({', '.join(data.SYNTH_KINDS)}); {dataset} is read whole from its file")
         if args.n_samples < MIN_SAMPLES:
             raise UsageError(f"--n-samples must be >= {MIN_SAMPLES} (training clips), got {args.n_samples}")
     model_kw, train_kw = _kv(args.set, "--set"), _kv(args.train, "--train")
@@ -183,8 +179,7 @@ def _setup(args):
     cfg.update(train_kw)
     try:
         _check_types(TrainConfig, train_kw, "--train")
-        config: TrainConfig = train_config(**cfg)
-        resolve_device(config.device)
+        resolve_device(train_config(**cfg).device)
     except (TypeError, ValueError) as err:
         raise UsageError(f"--train: {err}") from None
     try:  # the slow part last: every cheap check above fails first
@@ -200,9 +195,7 @@ def _setup(args):
     cfg_cls = type(getattr(model, "cfg", None))
     if dataclasses.is_dataclass(cfg_cls):
         _check_types(cfg_cls, model_kw, "--set")
-    if "patience_start_epoch" not in train_kw and hasattr(model, "patience_start_epoch"):
-        config.patience_start_epoch = int(model.patience_start_epoch())   # as mmsa.experiment.fit: after the GAN ramp
-    return splits, model, config, train_tf, eval_tf
+    return splits, model, cfg, train_tf, eval_tf
 
 
 def _culprit(name: str, split, model_kw: dict, err: Exception) -> str:
@@ -227,19 +220,9 @@ def check_resume(out: Path, args, model) -> None:
 
     Raises ``UsageError`` naming the folder and what is wrong (no usable checkpoint -- with the
     reason for each file --, another model name, parameters of other shapes)."""
-    from mmsa.train import checkpoint_problem, previous_checkpoint, read_checkpoint
+    from mmsa.checkpoint import find_checkpoint
 
-    last = out / "last.pt"
-    problems, state = [], None
-    for candidate in (last, previous_checkpoint(last)):
-        if not candidate.exists():
-            problems.append(f"{candidate}: missing")
-            continue
-        try:
-            state = read_checkpoint(candidate)
-            break
-        except Exception as err:  # noqa: BLE001 - every reason is reported
-            problems.append(f"{candidate}: {checkpoint_problem(err)}")
+    state, _, problems = find_checkpoint(out / "last.pt")
     if state is None:
         raise UsageError(f"--resume: no usable checkpoint in {out} ({'; '.join(problems)}); run without "
                          f"--resume (or with another --out) to start over")
@@ -272,13 +255,13 @@ def resolved_config(args, model, config) -> dict:
 
 def train(args) -> int:
     from mmsa import data
-    from mmsa.train import Trainer, previous_checkpoint
+    from mmsa.checkpoint import previous_checkpoint
+    from mmsa.training import make_trainer
 
     splits, model, config, train_tf, eval_tf = _setup(args)
-    # the model's own hooks, as mmsa.experiment.fit uses them (DAST-GAN: its GAN schedule)
-    callbacks = model.training_callbacks() if hasattr(model, "training_callbacks") else []
-    trainer = Trainer(model, config, callbacks=callbacks, train_transform=train_tf, eval_transform=eval_tf,
-                      model_name=args.model.lower())
+    # the model supplies its hooks (DAST-GAN: its GAN schedule; patience after the ramp)
+    trainer = make_trainer(model, config, train_transform=train_tf, eval_transform=eval_tf,
+                           model_name=args.model.lower())
     resume = args.resume
     if args.out:
         out = Path(args.out)
@@ -289,7 +272,7 @@ def train(args) -> int:
             resume = False
         if resume:
             check_resume(out, args, model)  # validate first, write config.json after
-        resolved = resolved_config(args, model, config)
+        resolved = resolved_config(args, model, trainer.config)
         (out / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
     loaders = {k: data.make_loader(s, args.batch_size, shuffle=(k == "train"), seed=args.seed)
                for k, s in splits.items()}

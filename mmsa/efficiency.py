@@ -16,10 +16,10 @@ on what else runs on it).
   ``mmsa.models.TRAINING_ONLY_PREFIXES``).  The frozen pretrained text encoder (MiniLM) is one
   process-wide object shared by all models (``mmsa.encoders.FrozenBert``), not a parameter of
   any of them: :func:`frozen_text_parameters` counts it separately.
-* **A training step** is what ``mmsa.train.Trainer`` does per batch: forward (both DLFR views
-  where the model has them), the weighted loss, backward, one Adam step, and the callbacks'
-  batch work (DAST-GAN's discriminator step, with the adversarial term switched on as after its
-  ramp).  The text of the batch goes through the frozen MiniLM once during the warm-up step and is
+* **A training step** is ``Trainer.step`` of the Trainer ``mmsa.training.make_trainer`` sets up
+  (``timing_trainer``): forward (both DLFR views where the model has them), the weighted loss,
+  backward, one Adam step, and the callbacks' batch work (DAST-GAN's discriminator step, with the
+  adversarial term switched on as after its ramp), under the Trainer's autocast (bf16 on CUDA).  The text of the batch goes through the frozen MiniLM once during the warm-up step and is
   then read from its sentence cache, as in a real epoch after the first.
 * **Peak memory.** CUDA: ``torch.cuda.max_memory_allocated`` (tensors only).  CPU: the rise of
   the process's resident-set high-water mark (Linux ``VmHWM``, reset through
@@ -28,17 +28,19 @@ on what else runs on it).
 """
 from __future__ import annotations
 
+import contextlib
+import random
 import re
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from mmsa.train import keep_freed_memory, release_freed_memory
+from mmsa.runtime import release_freed_memory
 from mmsa.types import Batch
 
 # CMU-MOSI as the DAST-GAN and UFEN+MTFN papers use it: unaligned features of the MMSA toolkit
@@ -217,31 +219,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _Step:
-    """One training step as the Trainer takes it (forward, loss, backward, Adam, callbacks)."""
+AFTER_WARMUP = 1_000   # the epoch a timed step pretends to be in: every warm-up and ramp is over
 
-    def __init__(self, model: nn.Module, batch: Batch, device: torch.device, lr: float = 1e-3):
-        self.model, self.batch, self.device = model.to(device).train(), batch.to(device), device
-        if device.type == "cpu":
-            keep_freed_memory()   # as the Trainer does on a CPU
-        params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
-        self.optimizer = torch.optim.Adam(params, lr=lr)
-        self.trainer = SimpleNamespace(model=model, device=device, epoch=1_000)
-        self.callbacks = model.training_callbacks() if hasattr(model, "training_callbacks") else []
-        for cb in self.callbacks:
-            if hasattr(cb, "on_fit_start"):
-                cb.on_fit_start(self.trainer)
-            if hasattr(cb, "on_epoch_start"):
-                cb.on_epoch_start(self.trainer, 1_000)   # after every warm-up/ramp: all terms paid
 
-    def __call__(self) -> None:
-        out = self.model(self.batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        self.optimizer.step()
-        for cb in self.callbacks:
-            if hasattr(cb, "on_batch_end"):
-                cb.on_batch_end(self.trainer, self.batch, out)
+@contextlib.contextmanager
+def _random_state_kept():
+    """Python's, numpy's and torch's global random state as they were (the Trainer seeds them)."""
+    state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(state[0]), np.random.set_state(state[1]), torch.set_rng_state(state[2])
+
+
+def timing_trainer(model: nn.Module, device: str | torch.device = "cpu", lr: float = 1e-3,
+                   keep_freed: bool = True):
+    """The Trainer whose ``step(batch)`` is timed: set up by ``mmsa.training.make_trainer`` (the
+    model's own callbacks and optimiser groups), its callbacks started as in epoch
+    ``AFTER_WARMUP`` (every loss term and the discriminator step are paid).  On a CPU it keeps
+    freed memory as training does (``keep_freed``); the global random state is left as it was."""
+    from mmsa.training import make_trainer
+
+    with _random_state_kept():
+        trainer = make_trainer(model, dict(lr=lr, device=str(device), progress=False, keep_freed_memory=keep_freed))
+    trainer.model.train()
+    trainer.epoch = AFTER_WARMUP
+    for cb in trainer.callbacks:
+        if hasattr(cb, "on_fit_start"):
+            cb.on_fit_start(trainer)
+        if hasattr(cb, "on_epoch_start"):
+            cb.on_epoch_start(trainer, AFTER_WARMUP)
+    return trainer
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> list[float]:
@@ -264,8 +272,8 @@ def train_step_time(model: nn.Module, batch: Batch, steps: int = 3, warmup: int 
 
     Returns {"seconds": median, "times": [...], "peak_mib": float or None, "batch_size": B}.
     """
+    step = train_step(model, batch, device)
     device = torch.device(device)
-    step = _Step(model, batch, device)
     times = _median_seconds(step, steps, warmup, device)
     peak = peak_memory_mib(step, device) if memory else None
     return {"seconds": statistics.median(times), "times": times, "peak_mib": peak, "batch_size": batch.size}
@@ -290,7 +298,13 @@ def inference_latency(model: nn.Module, batch: Batch, repeats: int = 10, warmup:
 
 def train_step(model: nn.Module, batch: Batch, device: str | torch.device = "cpu") -> Callable[[], None]:
     """A callable that takes one training step of ``model`` on ``batch`` (see the module docstring)."""
-    return _Step(model, batch, torch.device(device))
+    trainer = timing_trainer(model, device)
+    batch = batch.to(trainer.device)
+
+    def step() -> None:
+        trainer.step(batch)
+    step.batch, step.model = batch, trainer.model    # what the timed step works on (read by notebook 10)
+    return step
 
 
 def inference_call(model: nn.Module, batch: Batch, device: str | torch.device = "cpu") -> Callable[[], None]:
@@ -344,4 +358,4 @@ def epoch_seconds(step_seconds: float, batch_size: int, n_train: int) -> float:
 
 __all__ = ["MOSI", "TESS_MVSA", "CLASSIFIERS", "paper_config", "parameters", "uses_frozen_text",
            "frozen_text_parameters", "frozen_text_seconds", "synthetic_batch", "peak_memory_mib", "train_step_time", "inference_latency",
-           "train_step", "inference_call", "time_interleaved", "p95", "epoch_seconds"]
+           "train_step", "timing_trainer", "inference_call", "time_interleaved", "p95", "epoch_seconds"]

@@ -154,6 +154,11 @@ class FrozenBert:
         self._tag: Optional[str] = None
 
     @classmethod
+    def loaded(cls) -> list:
+        """The frozen BERTs this process has loaded (one per path)."""
+        return list(cls._shared.values())
+
+    @classmethod
     def get(cls, name_or_path: Optional[str] = "minilm") -> "FrozenBert":
         from mmsa.pretrained import resolve_text_model
 

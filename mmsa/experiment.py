@@ -14,7 +14,8 @@ visualisations (02, 03, 04, 07, 08, 09) all use it:
 ``build/runs/<model>-<hash>/`` (``best.pt``, ``last.pt``, ``history.json``): a later chapter that
 asks for the same model, configuration, protocol and seed loads it instead of training again,
 and an interrupted run resumes from ``last.pt``.  The hash covers the protocol, the model
-configuration, the seed and the source code of the package, so any change to either retrains.
+configuration, the seed and the source of every module a training imports (``training_sources``),
+so any change to those retrains; editing an analysis module does not.
 
 ``BOOK_MODELS`` holds the sizes the book trains at on a 2-core CPU and each model's learning rate
 and dropout, chosen on the validation split (never on test).
@@ -33,11 +34,13 @@ import numpy as np
 import torch
 
 from mmsa import missing
-from mmsa.data import load_features, make_loader, synthetic_splits
-from mmsa.train import Trainer, TrainConfig, read_checkpoint
+from mmsa.checkpoint import read_checkpoint
+from mmsa.data import DATASETS, default_dir, load_splits, make_loader
+from mmsa.train import Trainer
+from mmsa.training import make_trainer
 
-SYNTH_KINDS = {"synth_mosi": "mosi", "synth_sims": "sims"}
-REAL = ("mosi", "mosei", "sims")
+# the data sets a protocol compares regression models on (mmsa.data.datasets)
+DATASET_NAMES = tuple(name for name, spec in DATASETS.items() if spec.task == "regression")
 
 # The book's model sizes (2-core CPU) and per-model training settings.  "train" entries override
 # the protocol's TrainConfig (e.g. lr); everything else goes to ``mmsa.models.build``.
@@ -113,14 +116,20 @@ class Protocol:
     device: str = "cpu"
 
     def __post_init__(self):
-        if self.dataset not in (*SYNTH_KINDS, *REAL):
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted([*SYNTH_KINDS, *REAL])}")
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted(DATASET_NAMES)}")
         if self.model_size not in ("book", "paper"):
             raise ValueError(f"unknown model_size {self.model_size!r}; valid: 'book', 'paper'")
-        if self.dataset in REAL and self.data_dir == "data/synth":
-            from mmsa.data.mmsa_pickle import DATASETS
+        if self.data_dir == "data/synth":
+            self.data_dir = default_dir(self.dataset)   # the layout of data/README.md
 
-            self.data_dir = f"data/{DATASETS[self.dataset].folder}"   # the layout of data/README.md
+    @classmethod
+    def from_params(cls, params: dict) -> "Protocol":
+        """The protocol of a notebook's parameters in one call, ``Protocol.from_params(globals())``:
+        every field of ``Protocol`` named in ``params`` is taken (a list becomes a tuple), every
+        other field keeps its default; other names in ``params`` are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in names})
 
     @property
     def metric_dataset(self) -> str:
@@ -135,13 +144,8 @@ class Protocol:
 
 def load(p: Protocol, verbose: bool = False) -> dict:
     """{"train"|"valid"|"test": MSASplit} for the protocol's data set."""
-    if p.dataset in SYNTH_KINDS:
-        kw = dict(lengths=tuple(p.lengths))
-        if p.reliability != "polarity":
-            kw["reliability"] = p.reliability
-        return synthetic_splits(SYNTH_KINDS[p.dataset], sizes=tuple(p.sizes), seed=p.data_seed,
-                                root=p.data_dir, verbose=verbose, **kw)
-    return load_features(p.data_dir, p.dataset, zscore=p.dataset == "sims", verbose=verbose)
+    return load_splits(p.dataset, p.data_dir, sizes=tuple(p.sizes), seed=p.data_seed, lengths=tuple(p.lengths),
+                       reliability=p.reliability, zscore=p.dataset == "sims", verbose=verbose)
 
 
 def loaders(p: Protocol, data: dict, seed: int = 1) -> dict:
@@ -170,39 +174,54 @@ def model_config(name: str, data: dict, p: Optional[Protocol] = None, **override
     return base, train
 
 
-# modules that only read, measure or draw: editing them must not invalidate trained runs
-_NOT_TRAINING = {"book.py", "cli.py", "viz.py", "report.py", "efficiency.py", "probes.py", "robustness.py",
-                 "mechanisms.py", "verdict.py", "claims.py"}
+# Where training code starts: the protocol and training setup, the loop, data, missing-modality
+# transforms.  The model's own module is added per model (``mmsa.models.module_of``).
+TRAINING_ROOTS = ("mmsa.experiment", "mmsa.training", "mmsa.train", "mmsa.data", "mmsa.missing")
 
 
-def _model_files(name: str) -> set:
-    """Source files of the model ``name``: its module (a whole package for the baselines) and the
-    mmsa.models modules it builds on (e.g. DAST-GAN extends EMT-DLFR)."""
-    import importlib
-    import inspect
-    import sys
+def _module_file(module: str, root: Path) -> Optional[Path]:
+    parts = module.split(".")[1:]
+    for f in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+        if parts and f.is_file():
+            return f
+    return None
 
-    from mmsa import models
 
-    module = importlib.import_module(models._MODULES[name])
-    files = {Path(module.__file__)}
-    if Path(module.__file__).name == "__init__.py":
-        files |= set(Path(module.__file__).parent.rglob("*.py"))
-    for value in vars(module).values():
-        origin = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
-        if isinstance(origin, str) and origin.startswith("mmsa.models.") and origin in sys.modules:
-            files.add(Path(sys.modules[origin].__file__))
+def training_sources(name: str, root: Optional[Path] = None) -> set:
+    """Source files a training of model ``name`` imports, found statically: every ``mmsa`` module
+    reachable by ``import``/``from ... import`` statements (at any depth of the code) from the
+    training roots and the model's module, with the ``__init__.py`` of each package on the way.
+    No list to keep up: an analysis module is never reached, a new training dependency always is."""
+    import ast
+
+    from mmsa.models import module_of
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    todo, seen = [*TRAINING_ROOTS, module_of(name)], set()
+    files = {root / "__init__.py"}
+    while todo:
+        module = todo.pop()
+        f = _module_file(module, root)
+        if f is None or module in seen:
+            continue
+        seen.add(module)
+        files.add(f)
+        parts = module.split(".")
+        todo += [".".join(parts[:k]) for k in range(2, len(parts))]          # parent packages
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("mmsa.")]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                    (node.module == "mmsa" or node.module.startswith("mmsa.")):
+                todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
     return files
 
 
-def _source_hash(name: str) -> str:
-    """Hash of the code a training of ``name`` depends on: every module of the package except the
-    other models and the modules that only measure or draw."""
-    root = Path(__file__).resolve().parent
-    files = {f for f in root.rglob("*.py") if f.name not in _NOT_TRAINING and "models" not in f.relative_to(root).parts}
-    files |= {root / "models" / "__init__.py"} | _model_files(name)
+def source_hash(name: str, root: Optional[Path] = None) -> str:
+    """Hash of the code a training of ``name`` depends on (``training_sources``)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
     h = hashlib.sha1()
-    for f in sorted(files):
+    for f in sorted(training_sources(name, root)):
         h.update(f.relative_to(root).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
@@ -210,7 +229,7 @@ def _source_hash(name: str) -> str:
 
 def run_dir(name: str, p: Protocol, seed: int, config: dict, train: dict, root="build/runs") -> Path:
     blob = json.dumps({"model": name, "config": config, "train": train, "protocol": p.key(),
-                       "seed": seed, "code": _source_hash(name)}, sort_keys=True, default=str)
+                       "seed": seed, "code": source_hash(name)}, sort_keys=True, default=str)
     return Path(root) / f"{name}-s{seed}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
 
 
@@ -230,16 +249,14 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
     torch.manual_seed(seed)
     model = build(name, **config)
     pattern, low, high = p.train_missing
-    callbacks = model.training_callbacks() if hasattr(model, "training_callbacks") else []
     tc = dict(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, patience=p.patience, seed=seed,
-              device=p.device, metric_dataset=p.metric_dataset, progress=progress, out_dir=str(out),
-              patience_start_epoch=getattr(model, "patience_start_epoch", lambda: 0)())
+              device=p.device, metric_dataset=p.metric_dataset, progress=progress, out_dir=str(out))
     tc.update(train)
     transform = None
     if high > 0:
         transform = missing.make_train_transform(pattern, (low, high) if high > low else low, base_seed=seed,
                                                  text_bank=p.text_bank)
-    trainer = Trainer(model, TrainConfig(**tc), callbacks=callbacks, train_transform=transform, model_name=name)
+    trainer = make_trainer(model, tc, train_transform=transform, model_name=name)
     done = out / "done.json"
     if retrain and out.exists():
         shutil.rmtree(out)
@@ -265,7 +282,7 @@ def share_text_states(root: str = "build/runs") -> None:
     machine instead of once per training process."""
     from mmsa.encoders import FrozenBert
 
-    for frozen in list(FrozenBert._shared.values()):
+    for frozen in FrozenBert.loaded():
         frozen.sync(Path(root) / "_text_states")
 
 

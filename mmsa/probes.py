@@ -14,6 +14,9 @@ Attention maps and average weights *suggest*; these functions *measure*:
 * ``feature_gap``      how far the incomplete view's features are from the complete view's,
                        relative to the spread of the complete features (scale-free).
 * ``mmd2``             maximum mean discrepancy between two sets (RBF kernel, median bandwidth).
+* ``sliding_occlusion`` |Δŷ| for a window slid over every clip (an occlusion map; ``mmsa.viz``
+                       draws it), ``occlusion_peak_hits``/``occlusion_chance`` score it against the
+                       true cue window; ``mass_in_window``/``peak_in_window`` score attention maps.
 """
 from __future__ import annotations
 
@@ -86,12 +89,34 @@ def occlusion_test(model: torch.nn.Module, split, modalities: Sequence[str] = ("
     return {"true": t, "random": r, "ratio": float(t.mean() / max(r.mean(), 1e-12)), "ratio_by_modality": by}
 
 
+def block_from_window(start: int, end: int, grid: int = 7) -> tuple[int, int, int, int]:
+    """SynthMSA-3's image cue block from its flattened window: (row0, col0, row1, col1), inclusive.
+
+    The generator stores [first, last + 1) of the block's patches in the row-major grid, so the
+    first patch is the block's top-left corner and the last its bottom-right one.
+    """
+    start, end = int(start), int(end)
+    if not 0 <= start < end <= grid * grid:
+        raise ValueError(f"window [{start}, {end}) does not lie in a {grid}x{grid} grid")
+    r0, c0 = divmod(start, grid)
+    r1, c1 = divmod(end - 1, grid)
+    if r1 < r0 or c1 < c0:
+        raise ValueError(f"window [{start}, {end}) is not a block of a {grid}x{grid} grid")
+    return r0, c0, r1, c1
+
+
+def block_mask(start: int, end: int, grid: int = 7) -> np.ndarray:
+    """(grid*grid,) boolean mask of the patches inside the block of ``block_from_window``."""
+    r0, c0, r1, c1 = block_from_window(start, end, grid)
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
+    return (rows >= r0) & (rows <= r1) & (cols >= c0) & (cols <= c1)
+
+
 def random_blocks(window: np.ndarray, rng: np.random.Generator, grid: int = 7) -> np.ndarray:
     """For each true cue block (a flattened ``[first, last + 1)`` window of a ``grid`` x ``grid``
     image, as SynthMSA-3 stores it) a block of the same shape at a random place of the grid with
     the least overlap with it: none wherever the grid leaves room (a 3 x 3 block in the centre of
     a 7 x 7 grid leaves none; then the control shares one corner patch with it)."""
-    from mmsa.viz import block_from_window
 
     out = np.zeros_like(window)
     for i, (s, e) in enumerate(window):
@@ -117,7 +142,6 @@ def block_occlusion_test(model: torch.nn.Module, split, seed: int = 0, batch_siz
     "accuracy": {"complete", "true block zeroed", "random block zeroed"}}.  Ratio 1: the
     prediction does not care which patches go; a model that reads the cue block gives ratio >> 1.
     """
-    from mmsa.viz import block_mask
 
     if "cue_window" not in split.truth:
         raise ValueError("block_occlusion_test needs SynthMSA-3's ground-truth cue blocks "
@@ -214,9 +238,7 @@ def mmd2(a: np.ndarray, b: np.ndarray) -> float:
     return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
 
 
-__all__ = ["occlude", "random_windows", "occlusion_test", "partial_spearman", "feature_gap", "mmd2"]
-
-
+# --------------------------------------------------------------------------- texture
 def roughness(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """(N,) texture of each clip's valid frames: mean squared step |x_t − x_{t−1}|² over the mean
     squared frame |x_t|² (≈ 2(1 − lag-1 autocorrelation); 0.6 for SynthMSA's smooth AR(1) noise,
@@ -268,3 +290,87 @@ def reliability_decodability(model: torch.nn.Module, split, folds: int = 5) -> d
         out[("raw loudness", m)] = abs(float(spearmanr(loud, rel[:, j]).statistic))
         out[("raw roughness", m)] = abs(float(spearmanr(roughness(x, n), rel[:, j]).statistic))
     return out
+
+
+# --------------------------------------------------------------------------- cue windows
+def mass_in_window(weights, starts, ends) -> np.ndarray:
+    """Fraction of each row's (non-negative) weight that lies in [start, end) of that row."""
+    w = np.clip(np.asarray(weights, float), 0, None)
+    steps = np.arange(w.shape[1])[None]
+    inside = (steps >= np.asarray(starts)[:, None]) & (steps < np.asarray(ends)[:, None])
+    total = w.sum(1)
+    return np.where(total > 0, (w * inside).sum(1) / np.where(total > 0, total, 1), np.nan)
+
+
+def peak_in_window(weights, starts, ends) -> np.ndarray:
+    """Does each row's largest weight fall inside its [start, end)? (boolean per row)"""
+    peak = np.asarray(weights, float).argmax(1)
+    return (peak >= np.asarray(starts)) & (peak < np.asarray(ends))
+
+
+@torch.no_grad()
+def sliding_occlusion(model, batches, modality: str, n_positions: int = 20, width: float = 0.15,
+                      device: str | torch.device = "cpu") -> dict:
+    """|Δŷ| when a window of ``modality`` is zeroed, for windows sliding over each clip.
+
+    Window k of a clip with valid length T covers steps [round(c_k·T − w/2), … + w) with
+    w = max(1, round(width·T)) and centres c_k = (k + ½)/n_positions of the valid part, so every
+    clip gets the same ``n_positions`` windows in *relative* time whatever its length.  A
+    classifier's change is the L1 change of its class probabilities.
+
+    Returns {"delta": (N, n_positions) |Δŷ|, "start"/"end": (N, n_positions) the windows in the
+    clip's own steps, "lengths": (N,)}.  Put the true cue window of the same clip beside it to
+    see whether the prediction depends on *where* the cue was.
+    """
+    if modality not in MODALITIES[1:]:
+        raise ValueError(f"sliding_occlusion zeroes frames of 'audio' or 'vision', got {modality!r}")
+    if n_positions < 1 or not 0 < width <= 1:
+        raise ValueError(f"need n_positions >= 1 and 0 < width <= 1, got {n_positions} and {width}")
+    model.eval()
+
+    def out(b):
+        pred = model(b).pred.float()
+        return pred.softmax(-1) if pred.dim() == 2 else pred
+
+    deltas, starts, ends, lens = [], [], [], []
+    for batch in batches:
+        batch = batch.to(device)
+        base = out(batch)
+        T = batch.lengths(modality).cpu().clamp(min=1).double()
+        w = torch.clamp((width * T).round(), min=1)
+        rows_d, rows_s, rows_e = [], [], []
+        for k in range(n_positions):
+            centre = (k + 0.5) / n_positions * T
+            s = torch.clamp((centre - w / 2).round(), min=0)
+            s = torch.minimum(s, torch.clamp(T - w, min=0))
+            e = torch.minimum(s + w, T)
+            diff = (out(occlude(batch, modality, s.long(), e.long())) - base).abs()
+            rows_d.append(diff.sum(-1) if diff.dim() == 2 else diff)
+            rows_s.append(s.long())
+            rows_e.append(e.long())
+        deltas.append(torch.stack(rows_d, 1).cpu().numpy())
+        starts.append(torch.stack(rows_s, 1).numpy())
+        ends.append(torch.stack(rows_e, 1).numpy())
+        lens.append(T.long().numpy())
+    return {"delta": np.concatenate(deltas), "start": np.concatenate(starts), "end": np.concatenate(ends),
+            "lengths": np.concatenate(lens)}
+
+
+def occlusion_peak_hits(result: dict, true_start, true_end) -> np.ndarray:
+    """Per clip: does the window that moved ŷ most overlap the true cue window [start, end)?"""
+    k = result["delta"].argmax(1)
+    idx = np.arange(len(k))
+    s, e = result["start"][idx, k], result["end"][idx, k]
+    return (s < np.asarray(true_end)) & (e > np.asarray(true_start))
+
+
+def occlusion_chance(result: dict, true_start, true_end) -> np.ndarray:
+    """Per clip: the fraction of the ``n_positions`` windows that overlap the true window — the
+    hit rate of a prediction that does not care where frames are removed (ties broken at random)."""
+    overlap = (result["start"] < np.asarray(true_end)[:, None]) & (result["end"] > np.asarray(true_start)[:, None])
+    return overlap.mean(1)
+
+
+__all__ = ["occlude", "random_windows", "occlusion_test", "partial_spearman", "feature_gap", "mmd2",
+           "block_from_window", "block_mask", "mass_in_window", "peak_in_window", "sliding_occlusion",
+           "occlusion_peak_hits", "occlusion_chance"]

@@ -1,7 +1,7 @@
 """Plotting helpers shared by the notebooks: colour-blind palette, labelled heatmaps, window overlays.
 
 Every figure of the book follows the same rules: axes labelled with units, a colour bar on every
-heatmap, the colour-blind-safe palette of ``mmsa.book.COLORBLIND`` (seaborn's "colorblind") and
+heatmap, the colour-blind-safe palette ``COLORBLIND`` (seaborn's "colorblind") and
 fonts of at least 8 pt (``mmsa.book.setup`` sets them).  The helpers below keep those rules in one
 place, and add what SynthMSA makes possible: drawing the *true* cue window (``truth["cue_window"]``,
 [start, end) in each modality's own steps) or the true image-patch block on top of what a model
@@ -10,17 +10,19 @@ attends to.
     im = heatmap(ax, weights, xlabel="aligned step", ylabel="test clip", cbar_label="β × T")
     overlay_windows(ax, starts, ends)            # one outlined box per row
     overlay_block(ax, start, end, grid=7)        # the true block on a 7x7 patch map
-    maps = sliding_occlusion(model, batches, "audio", n_positions=20)   # |Δŷ| per window position
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
 
-from mmsa.book import COLORBLIND
+from mmsa.probes import block_from_window
 from mmsa.types import MODALITIES
+
+# seaborn's "colorblind" palette (Okabe-Ito-like), the default colour cycle of every figure
+COLORBLIND = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc",
+              "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"]
 
 # one colour per modality (text, audio, vision), per view, and the sequential colour map of heatmaps
 MODALITY_COLORS = dict(zip(MODALITIES, COLORBLIND[:3]))
@@ -80,29 +82,6 @@ def overlay_windows(ax, starts, ends, rows: Optional[Sequence[float]] = None, co
                                label=label if k == 0 else None))
 
 
-def block_from_window(start: int, end: int, grid: int = 7) -> tuple[int, int, int, int]:
-    """SynthMSA-3's image cue block from its flattened window: (row0, col0, row1, col1), inclusive.
-
-    The generator stores [first, last + 1) of the block's patches in the row-major grid, so the
-    first patch is the block's top-left corner and the last its bottom-right one.
-    """
-    start, end = int(start), int(end)
-    if not 0 <= start < end <= grid * grid:
-        raise ValueError(f"window [{start}, {end}) does not lie in a {grid}x{grid} grid")
-    r0, c0 = divmod(start, grid)
-    r1, c1 = divmod(end - 1, grid)
-    if r1 < r0 or c1 < c0:
-        raise ValueError(f"window [{start}, {end}) is not a block of a {grid}x{grid} grid")
-    return r0, c0, r1, c1
-
-
-def block_mask(start: int, end: int, grid: int = 7) -> np.ndarray:
-    """(grid*grid,) boolean mask of the patches inside the block of ``block_from_window``."""
-    r0, c0, r1, c1 = block_from_window(start, end, grid)
-    rows, cols = np.divmod(np.arange(grid * grid), grid)
-    return (rows >= r0) & (rows <= r1) & (cols >= c0) & (cols <= c1)
-
-
 def overlay_block(ax, start: int, end: int, grid: int = 7, color: str = "white", lw: float = 1.5,
                   label: Optional[str] = "true cue block"):
     """Outline the true block on an ``imshow`` of a (grid, grid) patch map."""
@@ -113,94 +92,12 @@ def overlay_block(ax, start: int, end: int, grid: int = 7, color: str = "white",
                            label=label))
 
 
-# --------------------------------------------------------------------------- window statistics
-def mass_in_window(weights, starts, ends) -> np.ndarray:
-    """Fraction of each row's (non-negative) weight that lies in [start, end) of that row."""
-    w = np.clip(np.asarray(weights, float), 0, None)
-    steps = np.arange(w.shape[1])[None]
-    inside = (steps >= np.asarray(starts)[:, None]) & (steps < np.asarray(ends)[:, None])
-    total = w.sum(1)
-    return np.where(total > 0, (w * inside).sum(1) / np.where(total > 0, total, 1), np.nan)
-
-
-def peak_in_window(weights, starts, ends) -> np.ndarray:
-    """Does each row's largest weight fall inside its [start, end)? (boolean per row)"""
-    peak = np.asarray(weights, float).argmax(1)
-    return (peak >= np.asarray(starts)) & (peak < np.asarray(ends))
-
-
+# --------------------------------------------------------------------------- window coordinates
 def to_grid(positions, lengths, n: int) -> np.ndarray:
     """Map step positions of sequences of the given lengths onto a grid of ``n`` equal bins of
     relative time (step t of a length-T sequence covers [t/T, (t+1)/T) of the clip)."""
     return np.asarray(positions, float) / np.maximum(np.asarray(lengths, float), 1) * n
 
 
-# --------------------------------------------------------------------------- occlusion maps
-@torch.no_grad()
-def sliding_occlusion(model, batches, modality: str, n_positions: int = 20, width: float = 0.15,
-                      device: str | torch.device = "cpu") -> dict:
-    """|Δŷ| when a window of ``modality`` is zeroed, for windows sliding over each clip.
-
-    Window k of a clip with valid length T covers steps [round(c_k·T − w/2), … + w) with
-    w = max(1, round(width·T)) and centres c_k = (k + ½)/n_positions of the valid part, so every
-    clip gets the same ``n_positions`` windows in *relative* time whatever its length.  A
-    classifier's change is the L1 change of its class probabilities.
-
-    Returns {"delta": (N, n_positions) |Δŷ|, "start"/"end": (N, n_positions) the windows in the
-    clip's own steps, "lengths": (N,)}.  Put the true cue window of the same clip beside it to
-    see whether the prediction depends on *where* the cue was.
-    """
-    from mmsa.probes import occlude
-
-    if modality not in MODALITIES[1:]:
-        raise ValueError(f"sliding_occlusion zeroes frames of 'audio' or 'vision', got {modality!r}")
-    if n_positions < 1 or not 0 < width <= 1:
-        raise ValueError(f"need n_positions >= 1 and 0 < width <= 1, got {n_positions} and {width}")
-    model.eval()
-
-    def out(b):
-        pred = model(b).pred.float()
-        return pred.softmax(-1) if pred.dim() == 2 else pred
-
-    deltas, starts, ends, lens = [], [], [], []
-    for batch in batches:
-        batch = batch.to(device)
-        base = out(batch)
-        T = batch.lengths(modality).cpu().clamp(min=1).double()
-        w = torch.clamp((width * T).round(), min=1)
-        rows_d, rows_s, rows_e = [], [], []
-        for k in range(n_positions):
-            centre = (k + 0.5) / n_positions * T
-            s = torch.clamp((centre - w / 2).round(), min=0)
-            s = torch.minimum(s, torch.clamp(T - w, min=0))
-            e = torch.minimum(s + w, T)
-            diff = (out(occlude(batch, modality, s.long(), e.long())) - base).abs()
-            rows_d.append(diff.sum(-1) if diff.dim() == 2 else diff)
-            rows_s.append(s.long())
-            rows_e.append(e.long())
-        deltas.append(torch.stack(rows_d, 1).cpu().numpy())
-        starts.append(torch.stack(rows_s, 1).numpy())
-        ends.append(torch.stack(rows_e, 1).numpy())
-        lens.append(T.long().numpy())
-    return {"delta": np.concatenate(deltas), "start": np.concatenate(starts), "end": np.concatenate(ends),
-            "lengths": np.concatenate(lens)}
-
-
-def occlusion_peak_hits(result: dict, true_start, true_end) -> np.ndarray:
-    """Per clip: does the window that moved ŷ most overlap the true cue window [start, end)?"""
-    k = result["delta"].argmax(1)
-    idx = np.arange(len(k))
-    s, e = result["start"][idx, k], result["end"][idx, k]
-    return (s < np.asarray(true_end)) & (e > np.asarray(true_start))
-
-
-def occlusion_chance(result: dict, true_start, true_end) -> np.ndarray:
-    """Per clip: the fraction of the ``n_positions`` windows that overlap the true window — the
-    hit rate of a prediction that does not care where frames are removed (ties broken at random)."""
-    overlap = (result["start"] < np.asarray(true_end)[:, None]) & (result["end"] > np.asarray(true_start)[:, None])
-    return overlap.mean(1)
-
-
-__all__ = ["MODALITY_COLORS", "VIEW_COLORS", "SEQUENTIAL", "DIVERGING", "palette", "heatmap", "overlay_windows",
-           "block_from_window", "block_mask", "overlay_block", "mass_in_window", "peak_in_window", "to_grid",
-           "sliding_occlusion", "occlusion_peak_hits", "occlusion_chance"]
+__all__ = ["COLORBLIND", "MODALITY_COLORS", "VIEW_COLORS", "SEQUENTIAL", "DIVERGING", "palette", "heatmap", "overlay_windows",
+           "overlay_block", "to_grid"]

@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 from mmsa import book
+from mmsa.book import params, paths, runner
 
 
 def _notebook(params_src: str, *cells: str, outputs=None):
@@ -32,13 +33,13 @@ def repo(tmp_path, monkeypatch):
     nbformat.write(_notebook("n = 3\n", "y = 2"), tmp_path / "notebooks" / "01_second.ipynb")
     (tmp_path / "ci" / "00.yaml").write_text("epochs: 2\n")
     (tmp_path / "ci" / "gpu" / "00.yaml").write_text("epochs: 40\ndevice: cuda\n")
-    monkeypatch.setattr(book, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
     monkeypatch.delenv(book.ENV_OUT, raising=False)
     return tmp_path
 
 
 def _error(capsys, argv) -> str:
-    assert book.main(argv) == 2
+    assert runner.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     return err
@@ -95,21 +96,21 @@ def test_clean_on_a_file_that_is_not_a_notebook(repo, capsys):
 
 
 def test_preset_parameters_merged_under_p_overrides(repo):
-    (nb0, p0, src0), (nb1, p1, _) = book.plan(preset="gpu", params=None)
+    (nb0, p0, src0), (nb1, p1, _) = params.plan(preset="gpu", params=None)
     assert (nb0.name, p0, src0) == ("00_first.ipynb", {"epochs": 40, "device": "cuda"}, "ci/gpu/00.yaml")
     assert p1 == {}  # no ci/gpu/01.yaml: the defaults
-    [(_, p, _)] = book.plan(["0"], preset="gpu", params={"epochs": 7})
+    [(_, p, _)] = params.plan(["0"], preset="gpu", params={"epochs": 7})
     assert p == {"epochs": 7, "device": "cuda"}
-    [(_, p, _)] = book.plan(["00"], smoke=True)
+    [(_, p, _)] = params.plan(["00"], smoke=True)
     assert p == {"epochs": 2}
 
 
 def test_numbers_yaml_reads_as_strings_are_accepted_where_the_default_is_a_number(repo):
     # YAML 1.1 reads 1e-3 as the string "1e-3"
-    [(_, p, _)] = book.plan(["00"], params={"lr": book.parse_value("lr", "1e-3"), "quick": True})
+    [(_, p, _)] = params.plan(["00"], params={"lr": params.parse_value("lr", "1e-3"), "quick": True})
     assert p == {"lr": 1e-3, "quick": True}
     with pytest.raises(book.BookError, match="quick"):
-        book.plan(["00"], params={"quick": 1})
+        params.plan(["00"], params={"quick": 1})
 
 
 # --------------------------------------------------------------------------- clean
@@ -141,7 +142,7 @@ def _dirty(repo):
 def test_clean_check_lists_problems_without_writing(repo, capsys):
     path = _dirty(repo)
     before = path.read_text()
-    assert book.main(["clean", "--check"]) == 1
+    assert runner.main(["clean", "--check"]) == 1
     out = capsys.readouterr().out
     assert path.read_text() == before
     assert "02_dirty" in out and "00_first" not in out.split("clean --check")[0]
@@ -152,7 +153,7 @@ def test_clean_check_lists_problems_without_writing(repo, capsys):
 
 def test_clean_fixes_everything_and_is_idempotent(repo, capsys):
     path = _dirty(repo)
-    assert book.main(["clean", str(path)]) == 0
+    assert runner.main(["clean", str(path)]) == 0
     nb = nbformat.read(path, as_version=4)
     assert not [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert "papermill" not in nb.metadata
@@ -163,16 +164,16 @@ def test_clean_fixes_everything_and_is_idempotent(repo, capsys):
     assert "<repo>/build/metrics/00.json" in text and "root <repo>\n" in text and "<tmp>/x.wav" in text
     assert "/opt/" not in text and "/srv/" not in text and str(repo) not in text
     first = path.read_text()
-    assert book.main(["clean", "--check", str(path)]) == 0
-    assert book.main(["clean", str(path)]) == 0 and path.read_text() == first
+    assert runner.main(["clean", "--check", str(path)]) == 0
+    assert runner.main(["clean", str(path)]) == 0 and path.read_text() == first
 
 
 def test_clean_reports_paths_it_cannot_rewrite(repo, capsys):
     nb = _notebook("n = 1\n", "print(1)", outputs=[[nbformat.v4.new_output("stream", text="saved /home/ada/x.pkl\n")]])
     path = repo / "notebooks" / "03_home.ipynb"
     nbformat.write(nb, path)
-    assert book.main(["clean", str(path)]) == 1
-    assert book.main(["clean", "--check", str(path)]) == 1
+    assert runner.main(["clean", str(path)]) == 1
+    assert runner.main(["clean", "--check", str(path)]) == 1
     assert "'/home/ada/x.pkl'" in capsys.readouterr().out
 
 
@@ -185,12 +186,12 @@ def test_ci_copy_has_the_parameters_and_no_committed_outputs(repo):
                             [nbformat.v4.new_output("stream", text="3\n")]])
     src = repo / "notebooks" / "02_ci.ipynb"
     nbformat.write(nb, src)
-    copy = nbformat.read(book.prepare_ci(src, {"epochs": 2}, repo / "ci_copy.ipynb"), as_version=4)
+    copy = nbformat.read(runner.prepare_ci(src, {"epochs": 2}, repo / "ci_copy.ipynb"), as_version=4)
     injected = [c for c in copy.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "epochs = 2" in injected[0].source
     assert all(not c.outputs for c in copy.cells if c.cell_type == "code")
     assert "NBVAL_CHECK_OUTPUT" not in "".join(c.source for c in copy.cells)  # committed output is not CI's
-    same = nbformat.read(book.prepare_ci(src, {}, repo / "ci_default.ipynb"), as_version=4)
+    same = nbformat.read(runner.prepare_ci(src, {}, repo / "ci_default.ipynb"), as_version=4)
     checked = [c for c in same.cells if "NBVAL_CHECK_OUTPUT" in c.source]
     assert checked and checked[0].outputs[0].text == "25\n"  # defaults: compared with the committed output
 
@@ -213,7 +214,7 @@ def test_inplace_never_commits_a_failed_notebook(repo, capsys):
     nbformat.write(nb, path)
     before = path.read_text()
     (repo / "figures" / "00_plot.png").write_bytes(b"committed")
-    assert book.run(["00"], inplace=True) == 1
+    assert runner.run(["00"], inplace=True) == 1
     out = capsys.readouterr().out
     assert "[1/1] 00_first FAILED" in out and "AssertionError: boom" in out
     assert path.read_text() == before
@@ -228,13 +229,13 @@ def test_inplace_writes_notebook_and_figures_together(repo, capsys):
     (repo / "figures" / "00_renamed_away.png").write_bytes(b"old")
     (repo / "build" / "metrics").mkdir(parents=True)
     (repo / "build" / "metrics" / "00.json").write_text(json.dumps({"stale": 1}))
-    assert book.run(["00"], inplace=True) == 0
+    assert runner.run(["00"], inplace=True) == 0
     out = capsys.readouterr().out
     assert "[1/1] 00_first done in" in out and "(total" in out
     assert (repo / "figures" / "00_plot.png").read_bytes() == b"new"
     assert not (repo / "figures" / "00_renamed_away.png").exists()
     assert json.loads((repo / "build" / "metrics" / "00.json").read_text()) == {"fresh": 1}
-    assert book.main(["clean", "--check", str(path)]) == 0  # committed clean: no papermill metadata, no paths
+    assert runner.main(["clean", "--check", str(path)]) == 0  # committed clean: no papermill metadata, no paths
     nb = nbformat.read(path, as_version=4)
     assert nb.cells[2].outputs[0].text.strip() == "<repo>"
 
@@ -244,7 +245,7 @@ def test_default_run_leaves_committed_figures_alone(repo, capsys):
     nbformat.write(_notebook("fail = False\n", WRITE), path)
     before = path.read_text()
     (repo / "figures" / "00_plot.png").write_bytes(b"committed")
-    assert book.run(["00"]) == 0
+    assert runner.run(["00"]) == 0
     assert path.read_text() == before
     assert (repo / "figures" / "00_plot.png").read_bytes() == b"committed"
     assert (repo / "build" / "figures" / "00_plot.png").read_bytes() == b"new"
@@ -268,20 +269,20 @@ def with_solution(repo):
 
 
 def test_solutions_are_not_chapters_and_follow_their_chapter(with_solution):
-    assert [p.name for p in book.notebooks()] == ["00_first.ipynb", "01_second.ipynb"]
-    assert book.solutions() == [with_solution] and book.solutions(["0"]) == [with_solution]
-    assert book.solutions(["01"]) == []
-    names = [(nb.name, p, src) for nb, p, src in book.plan(smoke=True, with_solutions=True)]
+    assert [p.name for p in params.notebooks()] == ["00_first.ipynb", "01_second.ipynb"]
+    assert params.solutions() == [with_solution] and params.solutions(["0"]) == [with_solution]
+    assert params.solutions(["01"]) == []
+    names = [(nb.name, p, src) for nb, p, src in params.plan(smoke=True, with_solutions=True)]
     assert names == [("00_first.ipynb", {"epochs": 2}, "ci/00.yaml"), ("01_second.ipynb", {}, "ci/01.yaml"),
                      ("00_solutions.ipynb", {"epochs": 3, "seeds": [1]}, "ci/solutions/00.yaml")]
-    assert [nb.name for nb, _, _ in book.plan(["01"], smoke=True, with_solutions=True)] == ["01_second.ipynb"]
-    [*_, (nb, p, src)] = book.plan(["00"], preset="gpu", with_solutions=True)
+    assert [nb.name for nb, _, _ in params.plan(["01"], smoke=True, with_solutions=True)] == ["01_second.ipynb"]
+    [*_, (nb, p, src)] = params.plan(["00"], preset="gpu", with_solutions=True)
     assert (nb, p, src) == (with_solution, {"epochs": 50}, "ci/gpu/solutions/00.yaml")
-    assert len(book.plan(smoke=True)) == 2  # run without --solutions: chapters only
+    assert len(params.plan(smoke=True)) == 2  # run without --solutions: chapters only
 
 
 def test_ci_solutions_folder_is_not_a_preset(with_solution, capsys):
-    assert book.presets() == ["classroom", "gpu"]  # classroom: the CI values ci/NN.yaml (mmsa.classroom)
+    assert params.presets() == ["classroom", "gpu"]  # classroom: the CI values ci/NN.yaml (mmsa.classroom)
     err = _error(capsys, ["run", "--preset", "solutions"])
     assert "'solutions'" in err and "available presets: classroom, gpu" in err
 
@@ -294,8 +295,8 @@ def test_a_wrong_parameter_in_ci_solutions_names_the_file(with_solution, capsys)
 
 def test_test_runs_the_solutions_after_the_chapters_in_ci_mode(with_solution, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(book.subprocess, "call", lambda cmd, **kw: calls.append([str(c) for c in cmd]) or 0)
-    assert book.test(["00"], skip_unit=True) == 0
+    monkeypatch.setattr(runner.subprocess, "call", lambda cmd, **kw: calls.append([str(c) for c in cmd]) or 0)
+    assert runner.test(["00"], skip_unit=True) == 0
     executed = [c[-1] for c in calls if "--nbval-lax" in c]
     smoke = with_solution.parents[2] / "build" / "smoke" / "notebooks"
     assert executed == [str(smoke / "00_first.ipynb"), str(smoke / "solutions" / "00_solutions.ipynb")]
@@ -308,7 +309,7 @@ def test_run_solutions_keeps_the_chapters_metrics_and_figures(with_solution, cap
     nbformat.write(_notebook("fail = False\n", WRITE), with_solution.parents[1] / "00_first.ipynb")
     nbformat.write(_notebook("epochs = 25\n", "import os; print(sorted(os.listdir(os.environ['MMSA_BOOK_OUT'] + '/figures')))"),
                    with_solution)
-    assert book.run(["00"], with_solutions=True) == 0
+    assert runner.run(["00"], with_solutions=True) == 0
     out = capsys.readouterr().out
     assert "[2/2] 00_solutions done" in out
     build = with_solution.parents[2] / "build"
@@ -324,26 +325,18 @@ def test_run_puts_figures_on_the_page_whatever_mplbackend_says(repo, monkeypatch
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nbformat.write(_notebook("n = 3\n", "import matplotlib.pyplot as plt\nplt.plot(range(n))\nplt.show()"),
                    repo / "notebooks" / "00_first.ipynb")
-    assert book.run(["00"]) == 0
-    images, saves = book.figure_counts(repo / "build" / "notebooks" / "00_first.ipynb")
+    assert runner.run(["00"]) == 0
+    images, saves = runner.figure_counts(repo / "build" / "notebooks" / "00_first.ipynb")
     assert (images, saves) == (1, 0)
-    assert book.os.environ["MPLBACKEND"] == "Agg"      # the caller's environment is restored
+    assert runner.os.environ["MPLBACKEND"] == "Agg"      # the caller's environment is restored
 
 
 _CHAPTERS = sorted((book.repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-# Chapters committed from runs whose kernels used a non-inline backend (MPLBACKEND=Agg): their
-# figures are in figures/ but not on the page.  A rerun with `python -m mmsa.book run --inplace`
-# makes them pass; then remove them from this set.
-_NOT_RERUN_INLINE = {"00", "01", "02", "03", "04", "05", "06", "07", "08", "10"}
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, id=p.stem, marks=pytest.mark.xfail(
-        strict=False, reason="chapters not yet re-executed with the inline backend")
-                 if p.name[:2] in _NOT_RERUN_INLINE else ())
-    for p in _CHAPTERS])
+@pytest.mark.parametrize("path", _CHAPTERS, ids=[p.stem for p in _CHAPTERS])
 def test_committed_chapter_shows_every_figure_it_saves(path):
-    images, saves = book.figure_counts(path)
+    images, saves = runner.figure_counts(path)
     assert images >= saves, f"{path.name}: {images} image output(s) for {saves} save_figure call(s)"
 
 

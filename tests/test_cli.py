@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmsa.cli import main
-from mmsa.train import load_trained, read_checkpoint
+from mmsa.checkpoint import load_trained, read_checkpoint
 
 from test_data import mosi_like
 
@@ -224,7 +224,7 @@ def test_training_with_a_progress_bar_warns_nothing(capsys, mosi_dir, tmp_path, 
 
 
 def book_fails(capsys, *argv) -> str:
-    from mmsa.book import main as book_main
+    from mmsa.book.runner import main as book_main
 
     code = book_main(list(argv))
     out, err = capsys.readouterr()

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from mmsa import book, classroom
+from mmsa import book
+from mmsa.book import classroom, params, paths, runner
 
 ROOT = book.repo_root()
 # chapters whose setup cell does not yet read the notebook's parameters (none left)
@@ -31,16 +32,16 @@ PENDING: set = set()
 
 
 def _defaults(nb: Path) -> dict:
-    return dict(book.declared_parameters(nb))
+    return dict(params.declared_parameters(nb))
 
 
 def test_classroom_preset_replaces_the_defaults_by_the_ci_values(monkeypatch, capsys):
     monkeypatch.setenv(classroom.ENV_PRESET, "classroom")
     monkeypatch.setenv(book.ENV_OUT, str(ROOT / "build" / "smoke"))  # apply() must not touch the environment
-    nb = book.notebooks(["02"])[0]
+    nb = params.notebooks(["02"])[0]
     ns = _defaults(nb)
     changed = classroom.apply(ns, "02")
-    ci = book.smoke_parameters(nb)
+    ci = params.smoke_parameters(nb)
     assert ci and all(ns[k] == v for k, v in ci.items())
     assert set(changed) == {k for k in ci if _defaults(nb)[k] != ci[k]}
     out = capsys.readouterr().out
@@ -51,7 +52,7 @@ def test_classroom_preset_replaces_the_defaults_by_the_ci_values(monkeypatch, ca
 def test_classroom_preset_keeps_values_set_by_hand(monkeypatch, capsys):
     monkeypatch.setenv(classroom.ENV_PRESET, "classroom")
     monkeypatch.setenv(book.ENV_OUT, str(ROOT / "build" / "smoke"))
-    ns = _defaults(book.notebooks(["00"])[0])
+    ns = _defaults(params.notebooks(["00"])[0])
     ns["epochs"] = 3  # edited in the parameters cell (or injected by papermill)
     changed = classroom.apply(ns, "00")
     assert ns["epochs"] == 3 and ns["n_samples"] == 240 and "epochs" not in changed
@@ -61,14 +62,14 @@ def test_classroom_preset_keeps_values_set_by_hand(monkeypatch, capsys):
 def test_full_or_no_preset_changes_nothing(monkeypatch):
     for value in ("", "full"):
         monkeypatch.setenv(classroom.ENV_PRESET, value)
-        ns = _defaults(book.notebooks(["00"])[0])
+        ns = _defaults(params.notebooks(["00"])[0])
         assert classroom.apply(dict(ns), "00") == {}
 
 
 def test_solutions_take_their_own_ci_values(monkeypatch, capsys):
     monkeypatch.setenv(classroom.ENV_PRESET, "classroom")
     monkeypatch.setenv(book.ENV_OUT, str(ROOT / "build" / "smoke"))
-    nb = book.solutions(["07"])[0]
+    nb = params.solutions(["07"])[0]
     ns = _defaults(nb)
     classroom.apply(ns, "solutions/07")
     assert ns["rates"] == [0.0, 0.5, 0.9] and ns["workers"] == 1
@@ -79,15 +80,15 @@ def test_classroom_values_override_the_ci_values(tmp_path, monkeypatch, capsys):
     """``values`` of ci/classroom.yaml: smaller values in class than in CI, without touching CI."""
     for d in ("notebooks", "ci"):
         (tmp_path / d).mkdir()
-    nb = book.notebooks(["00"])[0]
+    nb = params.notebooks(["00"])[0]
     shutil.copyfile(nb, tmp_path / "notebooks" / nb.name)
     shutil.copyfile(ROOT / "ci" / "00.yaml", tmp_path / "ci" / "00.yaml")
-    (tmp_path / classroom.NOTES_FILE).write_text('values:\n  "00": {epochs: 5}\n"00":\n  epochs: "five epochs"\n')
-    monkeypatch.setattr(book, "repo_root", lambda: tmp_path)
-    local = book.notebooks(["00"])[0]
-    assert classroom.values(local) == ({**book.smoke_parameters(local), "epochs": 5},
+    (tmp_path / params.NOTES_FILE).write_text('values:\n  "00": {epochs: 5}\n"00":\n  epochs: "five epochs"\n')
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
+    local = params.notebooks(["00"])[0]
+    assert params.classroom_values(local) == ({**params.smoke_parameters(local), "epochs": 5},
                                        "ci/00.yaml + ci/classroom.yaml")
-    assert book.plan(["00"], preset="classroom")[0][1:] == ({"n_samples": 240, "epochs": 5},
+    assert params.plan(["00"], preset="classroom")[0][1:] == ({"n_samples": 240, "epochs": 5},
                                                             "ci/00.yaml + ci/classroom.yaml")
     monkeypatch.setenv(classroom.ENV_PRESET, "classroom")
     monkeypatch.setenv(book.ENV_OUT, str(tmp_path / "build"))
@@ -97,20 +98,20 @@ def test_classroom_values_override_the_ci_values(tmp_path, monkeypatch, capsys):
 
 
 def test_run_accepts_preset_classroom():
-    assert "classroom" in book.presets()
-    jobs = book.plan(["05"], preset="classroom", with_solutions=True)
+    assert "classroom" in params.presets()
+    jobs = params.plan(["05"], preset="classroom", with_solutions=True)
     assert [(nb.name, src) for nb, _, src in jobs] == [("05_ufen_mtfn.ipynb", "ci/05.yaml"),
                                                        ("05_solutions.ipynb", "ci/solutions/05.yaml")]
-    assert jobs[0][1] == book.check_parameters(jobs[0][0], book.smoke_parameters(jobs[0][0]))
+    assert jobs[0][1] == params.check_parameters(jobs[0][0], params.smoke_parameters(jobs[0][0]))
 
 
 def test_classroom_notes_name_real_parameters():
     """Every parameter ci/classroom.yaml explains exists in a notebook it applies to (no typos)."""
     import yaml
 
-    notes = yaml.safe_load((ROOT / classroom.NOTES_FILE).read_text())
-    every = book.notebooks() + book.solutions()
-    declared = {nb: set(book.declared_parameters(nb)) for nb in every}
+    notes = yaml.safe_load((ROOT / params.NOTES_FILE).read_text())
+    every = params.notebooks() + params.solutions()
+    declared = {nb: set(params.declared_parameters(nb)) for nb in every}
     for key, table in notes.pop("values", {}).items():  # classroom values that differ from CI's
         assert set(table) <= declared[classroom.notebook_path(key)], f"values of {key}: unknown {sorted(table)}"
     for key, table in notes.items():
@@ -121,15 +122,15 @@ def test_classroom_notes_name_real_parameters():
         assert names <= where, f"{key}: {sorted(names - where)} are no parameters of that notebook"
     # and every value the preset changes has a note
     for nb in every:
-        values = classroom.values(nb)[0]
+        values = params.classroom_values(nb)[0]
         noted = classroom.notes(nb)
         assert set(values) <= set(noted), f"{nb.name}: no note for {sorted(set(values) - set(noted))}"
 
 
-@pytest.mark.parametrize("nb", book.notebooks() + book.solutions(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", params.notebooks() + params.solutions(), ids=lambda p: p.stem)
 def test_setup_cell_passes_the_notebook_parameters(nb):
     """The one-line classroom mode: the setup cell is ``setup(globals(), "NN")``."""
-    key = f"{book.SOLUTIONS}/{nb.name[:2]}" if book.is_solution(nb) else nb.name[:2]
+    key = f"{params.SOLUTIONS}/{nb.name[:2]}" if params.is_solution(nb) else nb.name[:2]
     cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
     source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     done = f'setup(globals(), "{key}")' in source
@@ -161,9 +162,9 @@ def test_direct_papermill_run_leaves_committed_figures_alone(tmp_path, monkeypat
     build_files = [*(ROOT / "build" / "figures").glob("00_*"), ROOT / "build" / "metrics" / "00.json"]
     saved = {f: f.read_bytes() for f in build_files if f.exists()}
     out = tmp_path / "out.ipynb"
-    nb = book.notebooks(["00"])[0]
+    nb = params.notebooks(["00"])[0]
     try:
-        papermill.execute_notebook(str(nb), str(out), parameters=book.smoke_parameters(nb), cwd=str(ROOT),
+        papermill.execute_notebook(str(nb), str(out), parameters=params.smoke_parameters(nb), cwd=str(ROOT),
                                    progress_bar=False, log_output=False)
         written = sorted(f.name for f in (ROOT / "build" / "figures").glob("00_*.png"))
     finally:
@@ -214,7 +215,7 @@ def test_website_chapter_page_renders_title_equation_and_figure(tmp_path):
     exe = _browser()
     from playwright.sync_api import sync_playwright
 
-    from mmsa import book_site
+    from mmsa.book import site as book_site
 
     index = book_site.build(["09"], executed_dir=tmp_path / "none")  # the committed notebooks
     html = index.parent
@@ -283,7 +284,7 @@ def test_jupyterlab_runs_chapter_00_in_chromium(tmp_path):
 
     work = tmp_path / "lab"
     work.mkdir()
-    nb = book.notebooks(["00"])[0]
+    nb = params.notebooks(["00"])[0]
     shutil.copyfile(nb, work / nb.name)  # the server may autosave: never the committed notebook
     settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
@@ -291,7 +292,7 @@ def test_jupyterlab_runs_chapter_00_in_chromium(tmp_path):
     port, token = _free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
     env.update({classroom.ENV_PRESET: "classroom", book.ENV_OUT: str(tmp_path / "out"),
-                "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "MPLBACKEND": book.INLINE_BACKEND,
+                "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "MPLBACKEND": runner.INLINE_BACKEND,
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--port-retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",

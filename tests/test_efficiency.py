@@ -50,7 +50,10 @@ def test_train_step_updates_the_weights_and_is_timed():
     res = ef.train_step_time(model, batch, steps=2, warmup=1, memory=False)
     assert len(res["times"]) == 2 and res["seconds"] > 0 and res["batch_size"] == 4
     assert not torch.equal(before, model.head.weight)          # Adam stepped
-    assert model.projector.weight.grad is not None               # training-only modules still get gradients
+    trained = [p for g in ef.timing_trainer(model).optimizer.param_groups for p in g["params"]]
+    assert any(p is model.projector.weight for p in trained)   # training-only modules are trained too
+    step = ef.train_step(model, batch)
+    assert step.batch.size == 4 and step.model is model        # notebook 10 reads the step's batch size
 
 
 def test_inference_latency_and_interleaving():

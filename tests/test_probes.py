@@ -108,7 +108,7 @@ BLOCK = [7 + 3, 7 + 4, 14 + 3, 14 + 4]
 
 
 def test_random_blocks_keep_the_shape_and_overlap_the_true_block_as_little_as_the_grid_allows():
-    from mmsa.viz import block_from_window, block_mask
+    from mmsa.probes import block_from_window, block_mask
 
     rng = np.random.default_rng(0)
     true = np.array([[10, 19], [0, 17], [32, 49], [16, 33]])  # 2x2 at (1,3); 3x3 at (0,0), (4,4), (2,2)

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmsa.train import Trainer, checksum, previous_checkpoint, read_checkpoint
+from mmsa.checkpoint import checksum, previous_checkpoint, read_checkpoint
+from mmsa.train import Trainer
 
 from test_data import mosi_like
 from test_train import cfg, data, loader, model  # noqa: F401  (data is a fixture)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mmsa import book
+from mmsa.book import params
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -92,6 +93,8 @@ def _template_problems(path: Path) -> list[str]:
         return problems + ["the end is not '## Summary', '## Exercises', '## Further reading'"]
     if order != sorted(order) or order[-1] != len(md) - 1:
         problems.append("Summary, Exercises and Further reading are not the last three parts, in that order")
+    if order[0] == 0 or not md[order[0] - 1].startswith("## What we found"):
+        problems.append("'## What we found' does not come right before '## Summary'")
     exercises = md[order[1]]
     items = re.findall(r"^\d\. \*\*\[(★{1,3})\]\*\*", exercises, flags=re.M)
     if not 4 <= len(items) <= 6:
@@ -128,7 +131,7 @@ def test_every_chapter_has_solutions_that_run_in_ci_mode(path):
     nn = path.name[:2]
     sol = NOTEBOOKS / "solutions" / f"{nn}_solutions.ipynb"
     assert sol.exists(), f"{sol.relative_to(ROOT)} missing"
-    assert book.solutions([nn]) == [sol]  # `python -m mmsa.book test --only NN` runs it
+    assert params.solutions([nn]) == [sol]  # `python -m mmsa.book test --only NN` runs it
     nb = nbformat.read(sol, as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{sol.name}: {len(tagged)} cells tagged 'parameters'"
@@ -143,8 +146,8 @@ def test_every_chapter_has_solutions_that_run_in_ci_mode(path):
         assert answered == list(enumerate(levels, 1)), f"{sol.name} answers {answered}, the chapter asks {levels}"
     ci = ROOT / "ci" / "solutions" / f"{nn}.yaml"
     assert ci.exists(), f"{ci.relative_to(ROOT)} missing: the solutions would run with the main job's parameters in CI"
-    params = yaml.safe_load(ci.read_text()) or {}
-    assert book.check_parameters(sol, params, str(ci)) is not None  # names and types match the parameters cell
+    values = yaml.safe_load(ci.read_text()) or {}
+    assert params.check_parameters(sol, values, str(ci)) is not None  # names and types match the parameters cell
 
 
 def test_index_lists_every_chapter_and_its_solutions():

@@ -256,7 +256,7 @@ def test_select_after_epoch_ignores_warmup_epochs(data):
 
 # ------------------------------------------------------------------ devices, precision, host syncs
 def test_device_errors_before_training():
-    from mmsa.train import resolve_device
+    from mmsa.runtime import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match=r"unknown device 'gpu'; valid devices on this machine: auto, cpu"):
@@ -267,7 +267,7 @@ def test_device_errors_before_training():
 
 
 def test_amp_dtype_choice(monkeypatch):
-    from mmsa.train import amp_dtype
+    from mmsa.runtime import amp_dtype
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -398,7 +398,7 @@ def test_progress_bar_module():
 
 _KEEP_FREED_MEMORY_PROBE = r"""
 import json, resource, torch
-from mmsa.train import keep_freed_memory, release_freed_memory
+from mmsa.runtime import keep_freed_memory, release_freed_memory
 
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 

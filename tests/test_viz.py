@@ -1,4 +1,5 @@
-"""mmsa.viz: block geometry, window statistics, the sliding-occlusion map, labelled heatmaps."""
+"""mmsa.viz draws (labelled heatmaps, overlays); the measurements it draws come from mmsa.probes
+(block geometry, window statistics, the sliding-occlusion map)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from mmsa import viz  # noqa: E402
+from mmsa import probes, viz  # noqa: E402
 from mmsa.types import Batch, ModelOutput  # noqa: E402
 
 
@@ -17,8 +18,8 @@ def test_block_from_window_matches_the_generator():
     # SynthMSA-3 stores [r0*7 + c0, (r0+bh-1)*7 + c0 + bw): block rows 2-4, columns 1-2
     r0, c0, bh, bw = 2, 1, 3, 2
     start, end = r0 * 7 + c0, (r0 + bh - 1) * 7 + c0 + bw
-    assert viz.block_from_window(start, end) == (2, 1, 4, 2)
-    mask = viz.block_mask(start, end).reshape(7, 7)
+    assert probes.block_from_window(start, end) == (2, 1, 4, 2)
+    mask = probes.block_mask(start, end).reshape(7, 7)
     expected = np.zeros((7, 7), bool)
     expected[2:5, 1:3] = True
     assert (mask == expected).all()
@@ -26,16 +27,16 @@ def test_block_from_window_matches_the_generator():
 
 def test_block_from_window_rejects_bad_windows():
     with pytest.raises(ValueError, match="7x7"):
-        viz.block_from_window(40, 60)
+        probes.block_from_window(40, 60)
     with pytest.raises(ValueError, match="not a block"):
-        viz.block_from_window(5, 8)   # starts at column 5, ends at column 0 of the next row
+        probes.block_from_window(5, 8)   # starts at column 5, ends at column 0 of the next row
 
 
 def test_mass_and_peak_in_window():
     w = np.array([[0, 1, 3, 0], [2, 0, 0, 2], [0, 0, 0, 0]], float)
-    mass = viz.mass_in_window(w, [1, 0, 0], [3, 1, 4])
+    mass = probes.mass_in_window(w, [1, 0, 0], [3, 1, 4])
     assert mass[0] == pytest.approx(1.0) and mass[1] == pytest.approx(0.5) and np.isnan(mass[2])
-    assert viz.peak_in_window(w[:2], [2, 1], [3, 4]).tolist() == [True, False]
+    assert probes.peak_in_window(w[:2], [2, 1], [3, 4]).tolist() == [True, False]
 
 
 def test_to_grid_is_relative_time():
@@ -56,29 +57,29 @@ def _batch(B=3, T=20):
 
 
 def test_sliding_occlusion_finds_the_only_window_that_matters():
-    res = viz.sliding_occlusion(OnlyWindow(), [_batch()], "audio", n_positions=10, width=0.1)
+    res = probes.sliding_occlusion(OnlyWindow(), [_batch()], "audio", n_positions=10, width=0.1)
     assert res["delta"].shape == (3, 10) and res["start"].shape == (3, 10)
     # windows of 2 frames at centres 1, 3, 5, ...: window 2 covers [4, 6) exactly
     assert res["start"][0].tolist() == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
     assert res["delta"][0].tolist() == [0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
-    hits = viz.occlusion_peak_hits(res, np.array([4, 4, 10]), np.array([6, 6, 12]))
+    hits = probes.occlusion_peak_hits(res, np.array([4, 4, 10]), np.array([6, 6, 12]))
     assert hits.tolist() == [True, True, False]
-    assert viz.occlusion_chance(res, np.array([4, 4, 4]), np.array([6, 6, 6])).tolist() == [0.1, 0.1, 0.1]
+    assert probes.occlusion_chance(res, np.array([4, 4, 4]), np.array([6, 6, 6])).tolist() == [0.1, 0.1, 0.1]
 
 
 def test_sliding_occlusion_respects_each_clips_length():
     b = _batch()
     b = b.replace(audio_lengths=torch.tensor([20, 10, 10]))
-    res = viz.sliding_occlusion(OnlyWindow(), [b], "audio", n_positions=5, width=0.2)
+    res = probes.sliding_occlusion(OnlyWindow(), [b], "audio", n_positions=5, width=0.2)
     assert res["lengths"].tolist() == [20, 10, 10]
     assert (res["end"][1:] <= 10).all() and res["end"][0].max() == 20
 
 
 def test_sliding_occlusion_bad_input():
     with pytest.raises(ValueError, match="audio"):
-        viz.sliding_occlusion(OnlyWindow(), [_batch()], "text")
+        probes.sliding_occlusion(OnlyWindow(), [_batch()], "text")
     with pytest.raises(ValueError, match="width"):
-        viz.sliding_occlusion(OnlyWindow(), [_batch()], "audio", width=0)
+        probes.sliding_occlusion(OnlyWindow(), [_batch()], "audio", width=0)
 
 
 def test_heatmap_labels_and_colour_bar():

@@ -91,6 +91,7 @@ class DatasetSpec:
     # token ids in text_bert must lie in [0, vocab_size): bert-base-uncased (English) and
     # MiniLM share a 30522-token vocabulary, bert-base-chinese (SIMS) has 21128 tokens
     vocab_size: Optional[int] = 30522
+    synth_kind: Optional[str] = None  # SynthMSA: the generator's kind (mmsa.data.synthetic)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -103,12 +104,12 @@ DATASETS: dict[str, DatasetSpec] = {
                         vocab_size=21128),
     # SynthMSA: sizes read from the file; any tokenizer (``make_synthetic(text_model=...)``)
     "synth_mosi": DatasetSpec("synth_mosi", (None, None, None), (None, None, None), (-3.0, 3.0),
-                              filename="synth_mosi.pkl", folder="synth", vocab_size=None),
+                              filename="synth_mosi.pkl", folder="synth", vocab_size=None, synth_kind="mosi"),
     "synth_sims": DatasetSpec("synth_sims", (None, None, None), (None, None, None), (-1.0, 1.0),
-                              filename="synth_sims.pkl", folder="synth", vocab_size=None),
+                              filename="synth_sims.pkl", folder="synth", vocab_size=None, synth_kind="sims"),
     "synth3": DatasetSpec("synth3", (None, None, None), (None, None, 49), (-3.0, 3.0),
                           task="classification", filename="synth3.pkl", folder="synth",
-                          num_classes=3, vocab_size=None),  # any tokenizer (mmsa.data.extract)
+                          num_classes=3, vocab_size=None, synth_kind="3class"),  # any tokenizer (mmsa.data.extract)
 }
 
 
@@ -184,11 +185,10 @@ def _spec(dataset: str) -> DatasetSpec:
 
 
 def _missing_file_message(path: Path, spec: DatasetSpec) -> str:
-    if spec.name.startswith("synth"):
-        kind = {"synth_mosi": "mosi", "synth_sims": "sims", "synth3": "3class"}[spec.name]
+    if spec.synth_kind:
         return (f"feature file not found: {path}. SynthMSA files are generated offline: "
-                f"mmsa.data.make_synthetic({str(path)!r}, kind={kind!r}) writes one "
-                f"(or use mmsa.data.synthetic_splits({kind!r}), which caches it).")
+                f"mmsa.data.make_synthetic({str(path)!r}, kind={spec.synth_kind!r}) writes one "
+                f"(or use mmsa.data.synthetic_splits({spec.synth_kind!r}), which caches it).")
     return (
         f"feature file not found: {path}. The public {spec.name.upper()} features are the MMSA "
         f"toolkit's released unaligned features ({spec.filename}; MOSI/MOSEI: unaligned_50.pkl, "

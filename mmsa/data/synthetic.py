@@ -40,8 +40,6 @@ byte-identical arrays (the MiniLM forward is deterministic on a given machine).
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -51,6 +49,7 @@ from scipy.signal import lfilter
 
 from mmsa.data.lexicon import ADJECTIVES, PHRASES, lexicon_score
 from mmsa.data.mmsa_pickle import load_features
+from mmsa.data.synth_text import cached_encode, text_model_and_tokenizer
 
 GENERATOR_VERSION = 2  # bump whenever the story changes: invalidates cached files
 KINDS = {
@@ -267,43 +266,6 @@ def _directions(rng: np.random.Generator, D: int) -> tuple[np.ndarray, np.ndarra
     return q[:, 0], q[:, 1]
 
 
-# --------------------------------------------------------------------------- text encoder
-@functools.lru_cache(maxsize=2)
-def _text_model(path: str):
-    from transformers import AutoTokenizer
-
-    from mmsa.encoders import load_bert
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = load_bert(path).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return tokenizer, model
-
-
-def _encode(model, ids: np.ndarray, mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Frozen last-layer token states (pads are 0).
-
-    Sentences are encoded in batches of similar length, each cut to its longest sentence:
-    with attention masking this gives the same states as padding to L, at a fraction of the cost.
-    """
-    import torch
-
-    N, L = ids.shape
-    out = np.zeros((N, L, model.config.hidden_size), np.float32)
-    order = np.argsort(mask.sum(1), kind="stable")
-    with torch.no_grad():
-        for i in range(0, N, batch_size):
-            idx = order[i:i + batch_size]
-            m = mask[idx]
-            n = int(m.sum(1).max())
-            m_t = torch.from_numpy(np.ascontiguousarray(m[:, :n]))
-            h = model(input_ids=torch.from_numpy(np.ascontiguousarray(ids[idx, :n])), attention_mask=m_t,
-                      token_type_ids=torch.zeros_like(m_t)).last_hidden_state
-            out[idx, :n] = h.float().numpy() * m[:, :n, None]
-    return out
-
-
 # --------------------------------------------------------------------------- the generator
 def _resolve(kind: str, lengths, dims):
     if kind not in KINDS:
@@ -401,7 +363,7 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
         replaced[:] = False
     random_sentiment = sample_latent(rng_text, N, neutral)
     e_text = np.where(replaced, random_sentiment, e[:, 0])
-    tokenizer, model = _text_model(str(resolve_text_model(text_model)))
+    tokenizer, model = text_model_and_tokenizer(str(resolve_text_model(text_model)))
     if Dt is not None and int(Dt) != model.config.hidden_size:
         raise ValueError(f"text_dim {Dt} does not match the text encoder's width {model.config.hidden_size}")
     def compose(i: int, short: bool = False):
@@ -422,7 +384,7 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
         off = enc["offset_mapping"][i]
         hit = np.flatnonzero((mask[i] == 1) & (off[:, 1] > off[:, 0]) & (off[:, 0] < c1) & (off[:, 1] > c0))
         text_window[i] = (hit[0], hit[-1] + 1) if len(hit) else (1, max(2, int(mask[i].sum()) - 1))
-    text = _cached_encode(model, ids, mask, text_model, cache_dir)
+    text = cached_encode(model, ids, mask, text_model, cache_dir)
     label_text = np.array([lexicon_score(t) for t in sentences])
 
     # 5-6: audio frames; vision frames or the 7x7 patch grid
@@ -468,19 +430,6 @@ def make_synthetic(path, kind: str = "mosi", sizes=(300, 100, 100), seed: int = 
         pickle.dump(out, f, protocol=4)
     os.replace(tmp, path)  # atomic: parallel notebooks never read a half-written file
     return path
-
-
-def _cached_encode(model, ids, mask, text_model, cache_dir) -> np.ndarray:
-    if cache_dir is None:
-        return _encode(model, ids, mask)
-    key = hashlib.sha1(ids.tobytes() + mask.tobytes() + str(text_model).encode()).hexdigest()[:16]
-    file = Path(cache_dir) / f"text_{key}.npy"
-    if file.exists():
-        return np.load(file)
-    feats = _encode(model, ids, mask)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    np.save(file, feats)
-    return feats
 
 
 def synthetic_path(kind="mosi", sizes=(300, 100, 100), seed=0, root="data/synth", lengths=None,

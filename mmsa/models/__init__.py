@@ -51,6 +51,14 @@ def _load_all() -> None:
                 raise
 
 
+def module_of(name: str) -> str:
+    """The module that defines model ``name`` (e.g. "mmsa.models.dast_gan")."""
+    key = name.lower()
+    if key not in _MODULES:
+        raise KeyError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    return _MODULES[key]
+
+
 def available() -> list[str]:
     """Names that ``build`` accepts."""
     _load_all()

@@ -82,13 +82,14 @@ def _relink(text: str, rel: str) -> str:
 
 def _pick(committed: Path, executed_dir: Path | None) -> tuple[Path, str]:
     """The executed copy of a notebook when there is one, else the committed notebook."""
-    from mmsa import book
+    from mmsa.book import paths
+    from mmsa.book import params
 
     if executed_dir is not None:
-        rel = Path(book.SOLUTIONS, committed.name) if book.is_solution(committed) else Path(committed.name)
+        rel = Path(params.SOLUTIONS, committed.name) if params.is_solution(committed) else Path(committed.name)
         if (executed_dir / rel).exists():
-            return executed_dir / rel, book.display_path(executed_dir / rel)
-    return committed, book.display_path(committed) + " (committed)"
+            return executed_dir / rel, paths.display_path(executed_dir / rel)
+    return committed, paths.display_path(committed) + " (committed)"
 
 
 def _title(nb_path: Path) -> str:
@@ -120,11 +121,12 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
 
     Returns ``[(page, where it came from)]``.
     """
-    from mmsa import book
+    from mmsa.book import paths
+    from mmsa.book import params
 
-    root = book.repo_root()
-    chapters = book.notebooks(only)
-    sols = book.solutions(only)
+    root = paths.repo_root()
+    chapters = params.notebooks(only)
+    sols = params.solutions(only)
     wanted, used = set(), []
 
     def put(source: Path, rel: str, origin: str):
@@ -142,10 +144,10 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
     for nb in chapters:
         put(*_pick_as(nb, executed_dir, nb.name))
     for nb in sols:
-        put(*_pick_as(nb, executed_dir, f"{book.SOLUTIONS}/{nb.name}"))
+        put(*_pick_as(nb, executed_dir, f"{params.SOLUTIONS}/{nb.name}"))
     report = (executed_dir.parent / "report.md") if executed_dir is not None else root / "build" / "report.md"
     if report.exists():
-        put(report, "report.md", book.display_path(report))
+        put(report, "report.md", paths.display_path(report))
     else:
         _write(REPORT_MISSING, src / "report.md")
         wanted.add("report.md")
@@ -153,7 +155,7 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
     course, design = root / "docs" / "course.md", root / "docs" / "design.md"
     for page in (course, design):
         if page.exists():
-            put(page, page.name, book.display_path(page))
+            put(page, page.name, paths.display_path(page))
 
     toc = {"format": "jb-book", "root": "index", "parts": [
         {"caption": "Chapters", "chapters": [{"file": Path(nb.name).stem} for nb in chapters]},
@@ -161,7 +163,7 @@ def stage(src: Path, only=None, executed_dir: Path | None = None) -> list[tuple[
          + [{"file": page.stem} for page in (course, design) if page.exists()]},
     ]}
     if sols:
-        toc["parts"].append({"caption": "Solutions", "chapters": [{"file": f"{book.SOLUTIONS}/{nb.stem}"}
+        toc["parts"].append({"caption": "Solutions", "chapters": [{"file": f"{params.SOLUTIONS}/{nb.stem}"}
                                                                  for nb in sols]})
     sphinx_config = {"html_show_copyright": False, "html_last_updated_fmt": None,
                      "suppress_warnings": ["myst.header", "myst.xref_missing", "mystnb.unknown_mime_type",
@@ -196,13 +198,13 @@ def _pick_as(nb: Path, executed_dir: Path | None, rel: str) -> tuple[Path, str, 
 
 def build(only=None, executed_dir: str | Path | None = None, quiet: bool = True) -> Path:
     """Build the site; returns the path of its landing page (``<out>/index.html``)."""
-    from mmsa import book
+    from mmsa.book import paths
 
-    root = book.repo_root()
+    root = paths.repo_root()
     try:
         import jupyter_book  # noqa: F401
     except ImportError:
-        raise book.BookError("the website needs Jupyter Book 1: pip install -e \".[dev]\" "
+        raise paths.BookError("the website needs Jupyter Book 1: pip install -e \".[dev]\" "
                              "(or pip install \"jupyter-book<2\" jupyter-server-mathjax)") from None
     if executed_dir is None:
         executed_dir = root / "build" / "notebooks"
@@ -215,7 +217,7 @@ def build(only=None, executed_dir: str | Path | None = None, quiet: bool = True)
     used = stage(src, only, executed_dir if executed_dir.is_dir() else None)
     executed = sum(page.endswith(".ipynb") and not origin.endswith("(committed)") for page, origin in used)
     print(f"[mmsa.book] site: {len(used)} page(s), {executed} from executed copies under "
-          f"{book.display_path(executed_dir)}/ (the others as committed)"
+          f"{paths.display_path(executed_dir)}/ (the others as committed)"
           + ("" if mathjax_dir() else "; jupyter-server-mathjax is not installed: equations load MathJax from a CDN"),
           flush=True)
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
@@ -229,8 +231,8 @@ def build(only=None, executed_dir: str | Path | None = None, quiet: bool = True)
     proc = subprocess.run(cmd, cwd=root, capture_output=quiet, text=True)
     if proc.returncode != 0:
         tail = "\n".join(((proc.stdout or "") + (proc.stderr or "")).splitlines()[-30:]) if quiet else ""
-        raise book.BookError(f"jupyter-book build failed (exit {proc.returncode}): {tail}")
+        raise paths.BookError(f"jupyter-book build failed (exit {proc.returncode}): {tail}")
     stamp.write_text(pages)
     index = site / "_build" / "html" / "index.html"
-    print(f"[mmsa.book] site built in {time.perf_counter() - t0:.0f} s: {book.display_path(index)}", flush=True)
+    print(f"[mmsa.book] site built in {time.perf_counter() - t0:.0f} s: {paths.display_path(index)}", flush=True)
     return index

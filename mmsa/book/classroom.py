@@ -13,7 +13,7 @@ restart and run all).  ``full`` (or nothing) keeps the notebook's parameters.
 ``classroom`` takes the chapter's CI parameters, ``ci/NN.yaml`` (``ci/solutions/NN.yaml`` for a
 solutions notebook): they were chosen so that every chapter runs in minutes and every code path is
 exercised.  Where a chapter needs smaller values in class than in CI, the ``values`` section of
-``ci/classroom.yaml`` overrides them (:func:`values`).  Any other name is a preset folder ``ci/<NAME>/`` of ``python -m mmsa.book run --preset``
+``ci/classroom.yaml`` overrides them (``mmsa.book.params.classroom_values``).  Any other name is a preset folder ``ci/<NAME>/`` of ``python -m mmsa.book run --preset``
 (``gpu``).  A value the reader has changed by hand in the parameters cell, or that papermill
 injected, is kept: only the values still equal to the cell's defaults are replaced.  Setup prints
 each change with what it means at that size, from ``ci/classroom.yaml``.
@@ -30,7 +30,6 @@ from pathlib import Path
 ENV_PRESET = "MMSA_PRESET"
 CLASSROOM = "classroom"
 FULL = ("", "full", "default", "none")
-NOTES_FILE = "ci/classroom.yaml"
 
 
 def current() -> str | None:
@@ -41,55 +40,35 @@ def current() -> str | None:
 
 def notebook_path(notebook: str) -> Path:
     """``"07"`` -> ``notebooks/07_*.ipynb``; ``"solutions/07"`` -> ``notebooks/solutions/07_solutions.ipynb``."""
-    from mmsa import book
+    from mmsa.book import paths
+    from mmsa.book import params
 
     key = str(notebook).strip().removesuffix(".ipynb")
-    solutions = key.startswith(f"{book.SOLUTIONS}/")
+    solutions = key.startswith(f"{params.SOLUTIONS}/")
     key = key.split("/")[-1][:2]
-    found = book.solutions([key]) if solutions else book.notebooks([key])
+    found = params.solutions([key]) if solutions else params.notebooks([key])
     if not found:
-        raise book.BookError(f"no notebook {notebook!r}: expected a chapter number such as '07' or 'solutions/07'")
+        raise paths.BookError(f"no notebook {notebook!r}: expected a chapter number such as '07' or 'solutions/07'")
     return found[0]
-
-
-def _key(nb: Path) -> str:
-    from mmsa import book
-
-    return f"{book.SOLUTIONS}/{nb.name[:2]}" if book.is_solution(nb) else nb.name[:2]
-
-
-def _notes_data() -> dict:
-    from mmsa import book
-
-    path = book.repo_root() / NOTES_FILE
-    return book._load_yaml_file(path) if path.exists() else {}
-
-
-def values(nb: Path) -> tuple[dict, str]:
-    """The classroom values of notebook ``nb`` and where they come from: its CI values
-    (``ci/NN.yaml``), overridden by ``values: {"NN": {...}}`` of ``ci/classroom.yaml`` if any."""
-    from mmsa import book
-
-    base, source = book.smoke_parameters(nb), book._parameter_file(nb)
-    extra = (_notes_data().get("values") or {}).get(_key(nb)) or {}
-    return {**base, **extra}, source + (f" + {NOTES_FILE}" if extra else "")
 
 
 def parameters(nb: Path, preset: str) -> tuple[dict, str]:
     """The preset's values for notebook ``nb`` (checked against its parameters cell) and their file."""
-    from mmsa import book
+    from mmsa.book import params
 
     if preset == CLASSROOM:
-        chosen, source = values(nb)
+        chosen, source = params.classroom_values(nb)
     else:
-        chosen, source = book.preset_parameters(nb, preset), book._parameter_file(nb, preset)
-    return (book.check_parameters(nb, chosen, source) if chosen else {}), source
+        chosen, source = params.preset_parameters(nb, preset), params._parameter_file(nb, preset)
+    return (params.check_parameters(nb, chosen, source) if chosen else {}), source
 
 
 def notes(nb: Path) -> dict[str, str]:
     """``{parameter: what its classroom value changes}`` for notebook ``nb`` (``ci/classroom.yaml``)."""
-    data = _notes_data()
-    return {**(data.get("all") or {}), **(data.get(_key(nb)) or {})}
+    from mmsa.book import params
+
+    data = params.classroom_notes()
+    return {**(data.get("all") or {}), **(data.get(params.notebook_key(nb)) or {})}
 
 
 def _short(value) -> str:
@@ -104,7 +83,8 @@ def apply(namespace: dict, notebook: str | None, preset: str | None = None) -> d
     Values that differ from the parameters cell's defaults (edited by hand, injected by papermill)
     are kept.
     """
-    from mmsa import book
+    from mmsa.book import paths
+    from mmsa.book import params
 
     preset = preset if preset is not None else current()
     if not preset:
@@ -115,19 +95,19 @@ def apply(namespace: dict, notebook: str | None, preset: str | None = None) -> d
         return {}
     nb = notebook_path(notebook)
     values, source = parameters(nb, preset)
-    declared = book.declared_parameters(nb)
+    declared = params.declared_parameters(nb)
     changed, kept = {}, []
     for name, new in values.items():
         old = namespace.get(name, declared.get(name))
         default = declared.get(name)
-        if default is not book._UNKNOWN and old != default:
+        if default is not params._UNKNOWN and old != default:
             kept.append(name)
             continue
         if old != new:
             namespace[name] = new
             changed[name] = (old, new)
-    if book.out_dir() is None:  # a notebook opened by hand: the preset's runs get their own folder
-        os.environ[book.ENV_OUT] = str(book.repo_root() / "build" / preset)
+    if paths.out_dir() is None:  # a notebook opened by hand: the preset's runs get their own folder
+        os.environ[paths.ENV_OUT] = str(paths.repo_root() / "build" / preset)
     told = notes(nb)
     lines = [f"[mmsa.book] {ENV_PRESET}={preset}: parameters from {source}"
              + ("" if changed else " (nothing to change)")]
