@@ -343,3 +343,12 @@ def test_committed_chapter_shows_every_figure_it_saves(path):
 def test_index_is_committed_without_machine_specific_output():
     nb = nbformat.read(book.repo_root() / "notebooks" / "index.ipynb", as_version=4)
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_repo_root_is_found_from_the_package_whatever_the_working_directory(tmp_path, monkeypatch):
+    """A notebook opened outside the repository (JupyterLab's root elsewhere) still finds the book."""
+    from mmsa.book import paths
+
+    monkeypatch.chdir(tmp_path)
+    root = paths.repo_root()
+    assert (root / "notebooks").is_dir() and (root / "mmsa" / "book" / "paths.py").is_file()

@@ -21,7 +21,7 @@ class BookError(Exception):
 
 def repo_root() -> Path:
     """The repository root (holds notebooks/ and mmsa/); falls back to the current directory."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]   # mmsa/book/paths.py -> the repository
     if (here / "notebooks").is_dir():
         return here
     for p in [Path.cwd(), *Path.cwd().parents]:
