@@ -53,8 +53,24 @@ class Regime:
     pattern: str = "random"          # the regime's test condition
     rate: float = 0.0
     expected: str = ""
-    fix: Optional[tuple] = None      # (label, model, flags): the intervention, declared before its test run
-    fix_without: Optional[tuple] = None  # its own ablation when the intervention changes both arms (else without_module)
+    fixes: tuple = ()                # interventions, each declared before its test run (``Fix``)
+
+
+@dataclass(frozen=True)
+class Fix:
+    """An intervention: a named variant of the module's arm, and its own ablation when it changes
+    both arms (``without``; else the regime's ``without_module`` is the comparison)."""
+    label: str
+    model: str
+    flags: dict
+    setting: str                     # the config setting(s) it changes, as ``mech_<regime>_variant`` names it
+    without: Optional[tuple] = None  # (label, model, flags)
+
+    def jobs(self) -> dict:
+        out = {self.label: (self.model, self.flags)}
+        if self.without:
+            out[self.without[0]] = tuple(self.without[1:])
+        return out
 
 
 REGIMES = {
@@ -63,7 +79,9 @@ REGIMES = {
         {"DAM": ("dast_gan", {"use_gan": False}),
          "fixed 1/3": ("dast_gan", {"use_gan": False, "use_dam": False})},
         "DAM", "fixed 1/3",
-        fix=("DAM + texture", "dast_gan", {"use_gan": False, "dam_texture": True}),
+        fixes=(Fix("DAM + texture", "dast_gan", {"use_gan": False, "dam_texture": True}, "dam_texture"),
+               Fix("DAM + texture + reliability term", "dast_gan",
+                   {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1}, "dam_texture+dam_supervision=0.1")),
         expected="DAM's weights follow the true reliability (pooled Spearman >= 0.6) and DAM beats fixed "
                  "1/3 weights on complete test clips (fixed minus DAM MAE > 0)"),
     "sta": Regime(
@@ -79,14 +97,17 @@ REGIMES = {
         "gan", "GAN", "polarity", (32, 50, 50),
         {"GAN": ("dast_gan", {}), "w/o GAN": ("dast_gan", {"use_gan": False})},
         "GAN", "w/o GAN", pattern="random", rate=0.8,
-        fix=("GAN, no attraction", "dast_gan", {"w_att": 0.0}),
-        fix_without=("w/o GAN, no attraction", "dast_gan", {"use_gan": False, "w_att": 0.0}),
+        fixes=(Fix("GAN, no attraction", "dast_gan", {"w_att": 0.0}, "w_att=0",
+                   without=("w/o GAN, no attraction", "dast_gan", {"use_gan": False, "w_att": 0.0})),),
         expected="with 80 % of the positions missing, the GAN lowers the MAE (w/o GAN minus GAN > 0) "
                  "and brings the incomplete view's features closer to the complete view's in every seed"),
 }
 
 
-FIX_NAMES = {"dam": "dam_texture", "sta": "", "gan": "w_att=0"}   # the config setting each intervention changes
+def fix_roles(regime: Regime) -> dict:
+    """role -> Fix: "fix" for the first intervention, "fix2", "fix3", ... for the next ones (the
+    ``mech_<regime>_<role>_*`` keys)."""
+    return {("fix" if i == 0 else f"fix{i + 1}"): f for i, f in enumerate(regime.fixes)}
 
 
 def protocol(regime: Regime | str, base: experiment.Protocol, seeds: Sequence[int],
@@ -247,11 +268,11 @@ def study(base: experiment.Protocol, seeds: Sequence[int] = (1, 2, 3, 4, 5), reg
           workers: int = 2, lengths: Optional[dict] = None, fixes: bool = True, progress: bool = True) -> Study:
     """Train (or load) every regime's runs and measure them on each regime's test split.
 
-    Each regime is measured for the faithful module and, with ``fixes``, for its intervention
-    (``Regime.fix``, declared in advance), both against the same ablation.  The headline keys
-    ``mech_<regime>_*`` hold the faithful module's numbers unless the fix met the target that the
-    faithful module missed (``mech_<regime>_variant`` names which); ``mech_<regime>_faithful_*``
-    and ``mech_<regime>_fix_*`` keep both.
+    Each regime is measured for the faithful module and, with ``fixes``, for each of its
+    interventions (``Regime.fixes``, declared in advance), each against its own ablation.  The
+    headline keys ``mech_<regime>_*`` hold the faithful module's numbers unless an intervention met
+    the target that the faithful module missed (the first that did; ``mech_<regime>_variant`` names
+    it); ``mech_<regime>_faithful_*``, ``mech_<regime>_fix_*``, ``mech_<regime>_fix2_*`` ... keep all.
     lengths: {regime: (text, audio, vision)} to override a regime's clip lengths (CI runs)."""
     lengths = lengths or {}
     st = Study(tuple(int(s) for s in seeds))
@@ -260,17 +281,17 @@ def study(base: experiment.Protocol, seeds: Sequence[int] = (1, 2, 3, 4, 5), reg
         rg = REGIMES[name]
         p = st.protocols[name] = protocol(rg, base, st.seeds, lengths.get(name))
         st.data[name] = experiment.load(p)
-        extra = {rg.fix[0]: rg.fix[1:]} if fixes and rg.fix else {}
-        if extra and rg.fix_without:
-            extra[rg.fix_without[0]] = rg.fix_without[1:]
+        extra = {k: v for f in (rg.fixes if fixes else ()) for k, v in f.jobs().items()}
         st.runs[name] = experiment.fit_all(jobs(rg, st.seeds, extra), p, workers=workers, progress=progress)
-        measure(st, name, [rg.fix[0]] if extra else [])
+        measure(st, name, fix_roles(rg) if fixes else {})
     return st
 
 
-def measure(st: Study, name: str, fix_labels: Sequence[str] = ()) -> dict:
+def measure(st: Study, name: str, fixes: Optional[dict] = None) -> dict:
     """Measure regime ``name`` from ``st.runs[name]`` / ``st.data[name]`` / ``st.protocols[name]``
-    into ``st.results[name]`` and the ``mech_<name>_*`` keys of ``st.metrics``."""
+    into ``st.results[name]`` and the ``mech_<name>_*`` keys of ``st.metrics``; ``fixes``: role ->
+    ``Fix`` of the interventions to measure too (``fix_roles``)."""
+    fixes = fixes or {}
     rg, runs, p = REGIMES[name], st.runs[name], st.protocols[name]
     test = st.data[name]["test"]
     tf = experiment.eval_transform(rg.pattern, rg.rate)
@@ -283,8 +304,8 @@ def measure(st: Study, name: str, fix_labels: Sequence[str] = ()) -> dict:
         st.metrics["mech_sta_vision_frames_mean"] = float(np.mean(test.vision_lengths))
         backbone_occ = occlusion_ratios([runs[("EMT-DLFR", s)] for s in st.seeds], test, st.seeds)
         res["occlusion EMT-DLFR"] = backbone_occ
-    for role, label in (("faithful", rg.with_module), *(("fix", lbl) for lbl in fix_labels)):
-        without = rg.fix_without[0] if role == "fix" and rg.fix_without else rg.without_module
+    for role, label in (("faithful", rg.with_module), *((r, f.label) for r, f in fixes.items())):
+        without = fixes[role].without[0] if role in fixes and fixes[role].without else rg.without_module
         g = paired_gain(runs, without, label, st.seeds, test, tf)
         m = {"label": label, "compared_with": without, "gain": g["diff"], "gain_ci_low": g["boot_low"], "gain_ci_high": g["boot_high"],
              "gain_mde": g["mde"], "gain_verdict": g["verdict"], "mae_with": g["mae_with"],
@@ -305,9 +326,10 @@ def measure(st: Study, name: str, fix_labels: Sequence[str] = ()) -> dict:
         m["meets_target"] = meets_target(name, m, len(st.seeds))
         res[role] = m
     # the headline keys are the faithful module's unless an intervention met the target it missed
-    chosen = "fix" if "fix" in res and res["fix"]["meets_target"] and not res["faithful"]["meets_target"] else "faithful"
-    st.metrics[f"mech_{name}_variant"] = "faithful" if chosen == "faithful" else FIX_NAMES[name]
-    for role in [r for r in ("faithful", "fix") if r in res]:
+    met = [r for r in fixes if res[r]["meets_target"]]
+    chosen = met[0] if met and not res["faithful"]["meets_target"] else "faithful"
+    st.metrics[f"mech_{name}_variant"] = "faithful" if chosen == "faithful" else fixes[chosen].setting
+    for role in ("faithful", *fixes):
         for k, v in res[role].items():
             if isinstance(v, (int, float, str, bool)) and k != "label":
                 st.metrics[f"mech_{name}_{role}_{k}"] = v
@@ -321,27 +343,45 @@ def measure(st: Study, name: str, fix_labels: Sequence[str] = ()) -> dict:
 
 
 def dam_reading(res: dict) -> str:
-    """One sentence on what the DAM regime's faithful module and its texture intervention, taken
-    together, say about the cause (``res`` = ``Study.results["dam"]``)."""
-    f, x = res["faithful"], res.get("fix")
+    """What the DAM regime's faithful module and its interventions, taken together, say about the
+    cause (``res`` = ``Study.results["dam"]``): "fix" hands DAM the input's texture, "fix2" adds the
+    reliability term (a direct training signal for the weights)."""
+    f, x, y = res["faithful"], res.get("fix"), res.get("fix2")
     if f["meets_target"]:
         return "The faithful DAM meets its target: its weights follow the reliability and it predicts better than fixed weights."
     if x is None:
         return "The faithful DAM misses its target; no intervention was run."
     moved = x["spearman"] - f["spearman"]
     if x["meets_target"]:
-        return ("Handing DAM the input's texture flips the outcome: the cause was that the reliability never reached "
-                "DAM's input.")
-    if moved > 0.1 and x["gain_verdict"] != "reproduced":
-        return (f"With the texture, α follows r more closely (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}) and the "
-                f"MAE gain over fixed weights moves from {f['gain']:+.3f} to {x['gain']:+.3f}, but its interval "
-                f"[{x['gain_ci_low']:+.3f}, {x['gain_ci_high']:+.3f}] still contains 0: the lost reliability signal is "
-                "part of the cause, and this design (minimum detectable effect "
-                f"{x['gain_mde']:.3f}) cannot yet tell whether it is all of it. A candidate for the rest, tested by the "
-                "test-time swap of chapter 03 §5.2: the head also reads each encoder's h_m and STA's summary s beside "
-                "vec(G^L), so a network without DAM can weight the modalities by other routes.")
-    return (f"The texture hardly changes α (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}): the scorer does not learn "
-            "to use it, so the measured cause is not the whole story.")
+        first = ("Handing DAM the input's texture flips the outcome: the cause was that the reliability never reached "
+                 "DAM's input.")
+    elif moved > 0.1 and x["gain_verdict"] != "reproduced":
+        first = (f"With the texture, α follows r more closely (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}) and the "
+                 f"MAE gain over fixed weights moves from {f['gain']:+.3f} to {x['gain']:+.3f}, but its interval "
+                 f"[{x['gain_ci_low']:+.3f}, {x['gain_ci_high']:+.3f}] still contains 0: the lost reliability signal is "
+                 "part of the cause, and this design (minimum detectable effect "
+                 f"{x['gain_mde']:.3f}) cannot tell whether it is all of it. A candidate for the rest: the head also reads "
+                 "each encoder's h_m, and every EMT candidate carries the whole previous context, so the task loss gives "
+                 "the scorer a weak signal.")
+    else:
+        first = (f"The texture hardly changes α (Spearman {f['spearman']:.2f} → {x['spearman']:.2f}): the scorer does not "
+                 "learn to use it, so the lost signal is not the whole story.")
+    if y is None or x["meets_target"]:
+        return first
+    gain = f"{y['gain']:+.3f} [{y['gain_ci_low']:+.3f}, {y['gain_ci_high']:+.3f}] (minimum detectable effect {y['gain_mde']:.3f})"
+    if y["meets_target"]:
+        second = (f" With the texture *and* a direct training signal for the weights (the reliability term), α follows r "
+                  f"(Spearman {y['spearman']:.2f}) and DAM beats fixed weights by {gain}: the outcome flips, so the faithful "
+                  "DAM fails for two measured reasons, an input that has lost the reliability and a task loss that "
+                  "hardly tells the scorer when it weights wrongly.")
+    elif y["spearman"] >= 0.6:
+        second = (f" With the reliability term as well, α follows r (Spearman {y['spearman']:.2f}), yet the gain over fixed "
+                  f"weights is {gain}: right weights matter little to this network, because the fused context carries "
+                  "every modality past them, so an ablation of DAM cannot show its effect here.")
+    else:
+        second = (f" Even with a direct training signal (the reliability term) α reaches Spearman {y['spearman']:.2f} and "
+                  f"the gain over fixed weights is {gain}: the scorer's signal is not the limit either.")
+    return first + second
 
 
 def gan_reading(res: dict, n_seeds: int) -> str:
@@ -399,10 +439,9 @@ def verdict_table(st: Study):
     rows = []
     for name, res in st.results.items():
         rg = REGIMES[name]
-        for role in ("faithful", "fix"):
-            if role not in res:
+        for role, m in res.items():
+            if not isinstance(m, dict) or "label" not in m:
                 continue
-            m = res[role]
             probe = {"dam": ("Spearman(α, r)", m.get("spearman")),
                      "sta": ("occlusion vs EMT-DLFR", m.get("occlusion_vs_backbone")),
                      "gan": ("gap closed (seeds)", m.get("gap_closed_seeds"))}[name]
@@ -413,5 +452,5 @@ def verdict_table(st: Study):
     return pd.DataFrame(rows)
 
 
-__all__ = ["Regime", "REGIMES", "FIX_NAMES", "Study", "study", "measure", "verdict_table", "dam_reading", "meets_target", "protocol", "jobs",
+__all__ = ["Regime", "Fix", "REGIMES", "fix_roles", "Study", "study", "measure", "verdict_table", "dam_reading", "meets_target", "protocol", "jobs",
            "paired_gain", "abs_errors", "dam_spearman", "alpha_swap", "dam_alpha_interventions", "swap_reading", "gan_reading", "occlusion_ratios", "feature_gaps", "mde"]
