@@ -165,6 +165,33 @@ def test_dam_reading_names_the_cause_the_two_measurements_support():
     assert "meets its target" in mechanisms.dam_reading({"faithful": {**flipped}})
 
 
+def test_dam_regime_declares_two_interventions_each_against_fixed_weights():
+    rg = mechanisms.REGIMES["dam"]
+    roles = mechanisms.fix_roles(rg)
+    assert list(roles) == ["fix", "fix2"]
+    assert roles["fix"].flags == {"use_gan": False, "dam_texture": True}
+    assert roles["fix2"].flags == {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1}
+    assert all(f.without is None for f in roles.values())          # both compared with "fixed 1/3"
+    labels = {lbl for lbl, *_ in mechanisms.jobs(rg, (1, 2), {k: v for f in rg.fixes for k, v in f.jobs().items()})}
+    assert labels == {"DAM", "fixed 1/3", "DAM + texture", "DAM + texture + reliability term"}
+    gan = mechanisms.fix_roles(mechanisms.REGIMES["gan"])["fix"]
+    assert gan.jobs() == {"GAN, no attraction": ("dast_gan", {"w_att": 0.0}),
+                          "w/o GAN, no attraction": ("dast_gan", {"use_gan": False, "w_att": 0.0})}
+
+
+def test_dam_reading_of_the_second_intervention_separates_signal_from_use():
+    f = {"meets_target": False, "spearman": 0.26, "gain_verdict": "inconclusive", "gain": 0.003}
+    x = {"meets_target": False, "spearman": 0.41, "gain_verdict": "inconclusive", "gain": 0.038,
+         "gain_ci_low": -0.001, "gain_ci_high": 0.079, "gain_mde": 0.058}
+    y = {"meets_target": True, "spearman": 0.7, "gain": 0.06, "gain_ci_low": 0.02, "gain_ci_high": 0.1, "gain_mde": 0.05}
+    assert "outcome flips" in mechanisms.dam_reading({"faithful": f, "fix": x, "fix2": y})
+    y_right_no_gain = dict(y, meets_target=False, gain=0.01, gain_ci_low=-0.03)
+    assert "matter little" in mechanisms.dam_reading({"faithful": f, "fix": x, "fix2": y_right_no_gain})
+    y_weak = dict(y_right_no_gain, spearman=0.45)
+    line = mechanisms.dam_reading({"faithful": f, "fix": x, "fix2": y_weak})
+    assert "not the limit" in line and "0.45" in line
+
+
 def test_alpha_swap_replaces_dam_weights_at_test_time_only(tmp_path):
     """Own α reproduces predict(); α = 1/3 and the true-reliability weights change the prediction
     of a DAM model whose weights are far from uniform; afterwards DAM uses its own scorer again."""
