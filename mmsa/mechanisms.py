@@ -431,8 +431,9 @@ def gan_reading(res: dict, n_seeds: int) -> str:
         return (text + f" Trained at 30-90 % missing (both arms), the GAN lowers the MAE at {rate} by {gain} but "
                 f"{closer}: the training range is part of the cause; the views' distance does not track the gain.")
     return (text + f" Trained at 30-90 % missing (both arms), the GAN changes the MAE at {rate} by {gain} and {closer}: "
-            "the training range is not the cause either; what the measurements leave is a GAN whose discriminator "
-            "cannot tell the views apart once DLFR has aligned them (its accuracy, chapter 04 section 2).")
+            "the training range is not the cause either. What is left is a hypothesis, not a measurement of this "
+            "regime: the discriminator ends near chance on the training batches (chapter 04 section 2), so once DLFR "
+            "has aligned the views there may be little left for the GAN to correct.")
 
 
 def swap_reading(swap: dict, faithful: dict) -> str:
