@@ -1,6 +1,7 @@
 """The designed regimes of DAST-GAN's modules (SynthMSA 'texture' and 'synchrony') and
 mmsa.mechanisms' paired study, on tiny data."""
 import numpy as np
+import torch
 import pytest
 
 from mmsa import experiment, mechanisms, probes
@@ -224,7 +225,13 @@ def test_gan_intervention_is_compared_with_its_own_ablation(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     base = experiment.Protocol(sizes=(32, 16, 16), epochs=1, patience=1, lengths=(16, 12, 12), data_dir=str(tmp_path / "synth"))
     st = mechanisms.study(base, seeds=(1, 2), regimes=("gan",), workers=1, progress=False)
-    assert {lbl for lbl, _ in st.runs["gan"]} == {"GAN", "w/o GAN", "GAN, no attraction", "w/o GAN, no attraction"}
+    assert {lbl for lbl, _ in st.runs["gan"]} == {"GAN", "w/o GAN", "GAN, no attraction", "w/o GAN, no attraction",
+                                                  "GAN, trained at 30-90 %", "w/o GAN, trained at 30-90 %"}
+    # the same flags as "GAN", another training protocol: another run, compared with its own ablation
+    a, b = (st.runs["gan"][(lbl, 1)].model.state_dict() for lbl in ("GAN", "GAN, trained at 30-90 %"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert st.results["gan"]["fix2"]["compared_with"] == "w/o GAN, trained at 30-90 %"
+    assert "mech_gan_fix2_gain_ci_low" in st.metrics
     fix = st.results["gan"]["fix"]
     assert fix["compared_with"] == "w/o GAN, no attraction" and st.results["gan"]["faithful"]["compared_with"] == "w/o GAN"
     assert st.runs["gan"][("GAN, no attraction", 1)].model.cfg.w_att == 0.0
