@@ -445,6 +445,9 @@ def gan_reading(res: dict, n_seeds: int) -> str:
     elif x["gain_verdict"] == "reproduced":
         text = (head + body + ": without the attraction the GAN lowers the MAE, so the two losses overlap, but the "
                 "views do not come closer in every seed; redundancy is part of the cause, not all of it.")
+    elif x["gain_verdict"] == "contradicted":
+        text = (head + body + ": with the attraction off the GAN makes the prediction worse (an interval below 0), so "
+                "the attraction is not hiding a useful GAN; on its own, the adversarial term costs accuracy here.")
     else:
         text = (head + body + ": switching the attraction off does not let the GAN show an effect either, so redundancy "
                 "with the attraction is not the cause this design can see.")

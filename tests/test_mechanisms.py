@@ -251,3 +251,5 @@ def test_gan_reading_claims_overlap_only_from_a_decided_gain():
     assert "not the cause" in text and "overlap" not in text       # 3 of 5 seeds instead of 2 is no evidence
     x.update(gain=0.05, gain_ci_low=0.01, gain_ci_high=0.09, gain_verdict="reproduced")
     assert "overlap" in mechanisms.gan_reading({"faithful": f, "fix": x}, 5)
+    x.update(gain=-0.037, gain_ci_low=-0.076, gain_ci_high=-0.001, gain_verdict="contradicted")
+    assert "makes the prediction worse" in mechanisms.gan_reading({"faithful": f, "fix": x}, 5)
