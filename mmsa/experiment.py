@@ -265,13 +265,18 @@ def fit(name: str, p: Protocol, seed: int = 1, data: Optional[dict] = None, root
         info = json.loads(done.read_text())
         trainer.history, trainer.best_epoch = info["history"], info["best_epoch"]
         trainer.epoch = len(trainer.history)
+        trainer.threads = info.get("threads")       # None: trained before the thread count was recorded
         trainer.cached = True
         return trainer
     loads = loaders(p, data, seed)
     share_text_states(root)                         # read what other processes already encoded
     trainer.fit(loads["train"], loads["valid"], resume=(out / "last.pt").exists())
     share_text_states(root)                         # and leave this run's new sentences for them
-    done.write_text(json.dumps({"history": trainer.history, "best_epoch": trainer.best_epoch}, default=float))
+    # the thread count is not part of the key, but training is not bit-reproducible across thread counts
+    # (a retraining on another count is a fresh draw): record it beside the history
+    trainer.threads = torch.get_num_threads()
+    done.write_text(json.dumps({"history": trainer.history, "best_epoch": trainer.best_epoch,
+                                "threads": trainer.threads}, default=float))
     trainer.cached = False
     return trainer
 

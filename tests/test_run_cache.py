@@ -43,3 +43,27 @@ def test_a_new_training_dependency_changes_the_hash(tmp_path):
     assert after != before
     (root / "helper.py").write_text("SCALE = 2.0\n")          # now a training dependency: its edits count
     assert experiment.source_hash("lf_dnn", root) != after
+
+
+def test_a_finished_run_records_the_thread_count_it_was_trained_with(tmp_path):
+    """Training is not bit-reproducible across thread counts and the key does not include them:
+    done.json says how many threads trained the run, and a loaded run reports it."""
+    import json
+
+    import torch
+
+    from mmsa.data.synthetic import synthetic_splits
+
+    data = synthetic_splits("mosi", sizes=(16, 8, 8), seed=0, root=tmp_path, lengths=(16, 8, 8), verbose=False)
+    p = experiment.Protocol(sizes=(16, 8, 8), lengths=(16, 8, 8), epochs=1, data_dir=str(tmp_path))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        t = experiment.fit("lf_dnn", p, seed=1, data=data, root=str(tmp_path / "runs"))
+    finally:
+        torch.set_num_threads(before)
+    assert t.cached is False and t.threads == 1
+    done = next((tmp_path / "runs").glob("lf_dnn-s1-*/done.json"))
+    assert json.loads(done.read_text())["threads"] == 1
+    again = experiment.fit("lf_dnn", p, seed=1, data=data, root=str(tmp_path / "runs"))
+    assert again.cached is True and again.threads == 1
