@@ -65,7 +65,7 @@ class Fix:
     flags: dict
     setting: str                     # the config setting(s) it changes, as ``mech_<regime>_variant`` names it
     without: Optional[tuple] = None  # (label, model, flags)
-    protocol: dict = field(default_factory=dict)   # Protocol fields changed for both of its arms (e.g. train_missing)
+    protocol: dict = field(default_factory=dict)   # Protocol fields changed for both arms (needs ``without``)
 
     def jobs(self) -> dict:
         out = {self.label: (self.model, self.flags)}
@@ -181,8 +181,8 @@ def dam_spearman(trainers: Sequence, split, n_boot: int = 400) -> dict:
 def reliability_targets(trainers: Sequence, split) -> dict:
     """How well does the reliability term's target follow the true reliability?  For models
     trained with ``dam_supervision > 0``: the target α* = softmax(−|ŷ_m − y| / τ_t) of their
-    unimodal heads on the complete test clips, its pooled Spearman against r per seed (mean), per
-    modality, and the unimodal heads' own Spearman of −|ŷ_m − y| against r_m."""
+    unimodal heads on the complete test clips: its pooled Spearman against r (mean over seeds, and
+    per seed) and per modality (mean over seeds)."""
     from scipy.stats import spearmanr
 
     rel = np.asarray(split.truth["reliability"], np.float64)
@@ -313,9 +313,8 @@ def study(base: experiment.Protocol, seeds: Sequence[int] = (1, 2, 3, 4, 5), reg
         st.runs[name] = experiment.fit_all(jobs(rg, st.seeds, extra), p, workers=workers, progress=progress)
         for f in (f for f in chosen if f.protocol):      # its own training protocol, the same test clips
             fp = dataclasses.replace(p, **f.protocol)
-            st.runs[name].update(experiment.fit_all(jobs(Regime(name, rg.module, rg.reliability, rg.lengths, f.jobs(),
-                                                                f.label, f.without[0]), st.seeds), fp,
-                                                    workers=workers, progress=progress))
+            own = [(label, model, s, dict(flags)) for label, (model, flags) in f.jobs().items() for s in st.seeds]
+            st.runs[name].update(experiment.fit_all(own, fp, workers=workers, progress=progress))
         measure(st, name, fix_roles(rg) if fixes else {})
     return st
 
