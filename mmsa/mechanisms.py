@@ -82,7 +82,10 @@ REGIMES = {
         "DAM", "fixed 1/3",
         fixes=(Fix("DAM + texture", "dast_gan", {"use_gan": False, "dam_texture": True}, "dam_texture"),
                Fix("DAM + texture + reliability term", "dast_gan",
-                   {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1}, "dam_texture+dam_supervision=0.1")),
+                   {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1}, "dam_texture+dam_supervision=0.1"),
+               Fix("DAM + texture + true-reliability term", "dast_gan",
+                   {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1, "dam_target": "truth"},
+                   "dam_texture+dam_supervision=0.1+dam_target=truth")),
         expected="DAM's weights follow the true reliability (pooled Spearman >= 0.6) and DAM beats fixed "
                  "1/3 weights on complete test clips (fixed minus DAM MAE > 0)"),
     "sta": Regime(
@@ -102,7 +105,8 @@ REGIMES = {
                    without=("w/o GAN, no attraction", "dast_gan", {"use_gan": False, "w_att": 0.0})),
                Fix("GAN, trained at 30-90 %", "dast_gan", {}, "train_missing=random 0.3-0.9",
                    without=("w/o GAN, trained at 30-90 %", "dast_gan", {"use_gan": False}),
-                   protocol={"train_missing": ("random", 0.3, 0.9)})),
+                   protocol={"train_missing": ("random", 0.3, 0.9)}),
+               Fix("GAN, discriminator lr 1e-3", "dast_gan", {"gan_lr": 1e-3}, "gan_lr=1e-3")),
         expected="with 80 % of the positions missing, the GAN lowers the MAE (w/o GAN minus GAN > 0) "
                  "and brings the incomplete view's features closer to the complete view's in every seed"),
 }

@@ -338,3 +338,45 @@ def test_reliability_supervision_by_hand():
     expected = -(0.5 * (t0 * torch.log(torch.full((3,), 1 / 3))).sum() + 0.5 * (t1[[0, 2]] * torch.log(torch.full((2,), 1 / 3))).sum())
     assert l_dam == pytest.approx(float(expected), rel=1e-5)
     assert not hasattr(tiny(dam_supervision=0.0), "unimodal")
+
+
+def test_reliability_supervision_true_target_by_hand():
+    """dam_target="truth": α* = r_m / Σ r over the available modalities; the heads' L1 is unchanged."""
+    torch.manual_seed(0)
+    model = tiny(dam_supervision=0.1, dam_target="truth")
+    view = {"enc": {"local": {m: torch.zeros(2, 3, d) for m, d in model.enc_dims.items()},
+                    "valid": {m: torch.ones(2, 3, dtype=torch.bool) for m in model.enc_dims}},
+            "fused": {"extras": {"availability": torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]),
+                                 "layer_weights": torch.tensor([[[0.5, 0.25, 0.25]], [[0.5, 0.0, 0.5]]])}}}
+    r = torch.tensor([[0.2, 0.2, 0.6], [0.5, 0.9, 0.5]])        # audio of clip 2 is unavailable: its r is ignored
+    _, l_dam = model.reliability_supervision(view, torch.zeros(2), r)
+    # clip 1: target (0.2, 0.2, 0.6), α (0.5, 0.25, 0.25); clip 2: target (0.5, 0, 0.5), α (0.5, 0, 0.5)
+    ce1 = -(0.2 * torch.log(torch.tensor(0.5)) + 0.2 * torch.log(torch.tensor(0.25)) + 0.6 * torch.log(torch.tensor(0.25)))
+    ce2 = -(2 * 0.5 * torch.log(torch.tensor(0.5)))
+    assert float(l_dam) == pytest.approx(float((ce1 + ce2) / 2), rel=1e-5)
+    with pytest.raises(ValueError, match="only SynthMSA has them"):
+        model.reliability_supervision(view, torch.zeros(2))
+    with pytest.raises(ValueError, match="unknown dam_target 'oracle'; valid: 'heads', 'truth'"):
+        tiny(dam_target="oracle")
+
+
+def test_true_reliability_target_reaches_the_loss_from_a_synthmsa_batch(tmp_path):
+    """The truth target is read from batch.truth["reliability"] of a real SynthMSA loader (through the
+    missing-modality training transform), and changes L_dam against the heads' target."""
+    from mmsa import missing
+    from mmsa.data import make_loader
+    from mmsa.data.synthetic import synthetic_splits
+
+    splits = synthetic_splits("mosi", sizes=(8, 4, 4), seed=0, root=tmp_path, lengths=(16, 10, 10),
+                              reliability="texture", verbose=False)
+    batch = next(iter(make_loader(splits["train"], 8)))
+    batch = missing.make_train_transform("random", (0.0, 0.5), base_seed=1)(batch, 1, 0)
+    assert batch.truth["reliability"].shape == (8, 3)
+    losses = {}
+    for target in ("heads", "truth"):
+        torch.manual_seed(0)
+        model = tiny(dam_supervision=0.1, dam_target=target)
+        losses[target] = model(batch).losses["dam_reliability"]
+        losses[target].backward()
+        assert model.dam.mlp[0].weight.grad is not None
+    assert float(losses["heads"]) != pytest.approx(float(losses["truth"]))

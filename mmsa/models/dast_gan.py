@@ -54,6 +54,8 @@ class DASTGANConfig(EMTDLFRConfig):
     # reliability supervision of DAM (training only; 0 = the weights learn from the task loss alone)
     dam_supervision: float = 0.0      # weight of the unimodal heads' L1 and of the CE(target, α); off by default
     dam_target_tau: float = 0.5       # temperature of the target softmax(-|ŷ_m - y| / τ_t)
+    dam_target: str = "heads"         # "heads": that target; "truth" (intervention, SynthMSA only): the clip's
+                                      # true reliabilities r_m / Σ r (docs/design.md §3.3.1)
     dam_texture: bool = False         # intervention (not the paper): DAM's scorer also reads each modality's
                                       # input texture (``mmsa.fusion.dam.input_texture``), docs/design.md §3.3.1
     # STA
@@ -85,6 +87,8 @@ def make_discriminator(in_dim: int, hidden=(256, 64), dropout: float = 0.3) -> n
 class DASTGAN(EMTDLFR):
     def __init__(self, cfg: DASTGANConfig):
         super().__init__(cfg)
+        if cfg.dam_target not in ("heads", "truth"):
+            raise ValueError(f"unknown dam_target {cfg.dam_target!r}; valid: 'heads', 'truth'")
         D = cfg.d_model
         if cfg.use_dam:
             self.dam = DAM(D, 3, cfg.dam_hidden, cfg.tau, cfg.dam_eps, n_signals=2 if cfg.dam_texture else 1)
@@ -146,16 +150,27 @@ class DASTGAN(EMTDLFR):
         return torch.cat([self.unimodal[m](masked_mean(enc["local"][m], enc["valid"][m])).float()
                           for m in MODALITIES], -1)
 
-    def reliability_supervision(self, view: dict, label: Tensor) -> tuple[Tensor, Tensor]:
+    def reliability_supervision(self, view: dict, label: Tensor,
+                                reliability: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """(Eq. 13) Which modality *is* reliable in this clip?  A small head per modality predicts
         the label from that modality alone (its encoder's local states, averaged over the valid
         steps); the smaller its error, the more the clip's sentiment is readable from m.  The DAM
         weights of every layer are pulled towards
             α* = softmax_m(−|ŷ_m − y| / τ_t)   (detached; modalities with ρ_m = 0 excluded)
-        by a cross-entropy, and the heads learn with an L1.  Returns (L_uni, L_dam)."""
+        by a cross-entropy, and the heads learn with an L1.  With ``dam_target="truth"`` (an
+        intervention, not the paper) the target is the clip's true reliabilities instead,
+        α* = r_m / Σ_m' r_m' over the available modalities (``reliability``: (B, 3), SynthMSA's
+        ground truth).  Returns (L_uni, L_dam)."""
         err = (self.unimodal_predictions(view) - label.float()[:, None]).abs()
         rho = view["fused"]["extras"]["availability"].float()
-        target = (-err.detach() / self.cfg.dam_target_tau).masked_fill(rho <= 0, float("-inf")).softmax(-1)
+        if self.cfg.dam_target == "truth":
+            if reliability is None:
+                raise ValueError('dam_target="truth" needs the true reliabilities (batch.truth["reliability"], '
+                                 "(B, 3)): only SynthMSA has them; use dam_target=\"heads\" on other data")
+            r = reliability.to(rho.device).float().clamp(min=1e-6) * (rho > 0)
+            target = r / r.sum(-1, keepdim=True).clamp(min=1e-6)
+        else:
+            target = (-err.detach() / self.cfg.dam_target_tau).masked_fill(rho <= 0, float("-inf")).softmax(-1)
         alpha = view["fused"]["extras"]["layer_weights"].float()                                  # (B,L,3)
         ce = -(target[:, None] * torch.log(alpha + 1e-8)).sum(-1).mean()
         return err.mean(), ce
@@ -163,7 +178,8 @@ class DASTGAN(EMTDLFR):
     def training_extras(self, batch: Batch, miss: dict, full: dict, losses: dict) -> dict:
         if hasattr(self, "unimodal") and batch.label is not None and batch.label.dim() == 1 \
                 and batch.label.is_floating_point():
-            terms = [self.reliability_supervision(v, batch.label) for v in (miss, full)]
+            truth = (batch.truth or {}).get("reliability")
+            terms = [self.reliability_supervision(v, batch.label, truth) for v in (miss, full)]
             losses["unimodal"] = self.cfg.dam_supervision * sum(t[0] for t in terms)
             losses["dam_reliability"] = self.cfg.dam_supervision * sum(t[1] for t in terms)
         f_miss = torch.cat([miss["feats"]["g"], miss["fused"]["extras"]["s"]], -1)
