@@ -166,18 +166,23 @@ def test_dam_reading_names_the_cause_the_two_measurements_support():
     assert "meets its target" in mechanisms.dam_reading({"faithful": {**flipped}})
 
 
-def test_dam_regime_declares_two_interventions_each_against_fixed_weights():
+def test_dam_regime_declares_three_interventions_each_against_fixed_weights():
     rg = mechanisms.REGIMES["dam"]
     roles = mechanisms.fix_roles(rg)
-    assert list(roles) == ["fix", "fix2"]
+    assert list(roles) == ["fix", "fix2", "fix3"]
     assert roles["fix"].flags == {"use_gan": False, "dam_texture": True}
     assert roles["fix2"].flags == {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1}
-    assert all(f.without is None for f in roles.values())          # both compared with "fixed 1/3"
+    assert roles["fix3"].flags == {**roles["fix2"].flags, "dam_target": "truth"}   # one change against fix2
+    assert all(f.without is None for f in roles.values())          # all compared with "fixed 1/3"
     labels = {lbl for lbl, *_ in mechanisms.jobs(rg, (1, 2), {k: v for f in rg.fixes for k, v in f.jobs().items()})}
-    assert labels == {"DAM", "fixed 1/3", "DAM + texture", "DAM + texture + reliability term"}
-    gan = mechanisms.fix_roles(mechanisms.REGIMES["gan"])["fix"]
-    assert gan.jobs() == {"GAN, no attraction": ("dast_gan", {"w_att": 0.0}),
-                          "w/o GAN, no attraction": ("dast_gan", {"use_gan": False, "w_att": 0.0})}
+    assert labels == {"DAM", "fixed 1/3", "DAM + texture", "DAM + texture + reliability term",
+                      "DAM + texture + true-reliability term"}
+    gan = mechanisms.fix_roles(mechanisms.REGIMES["gan"])
+    assert gan["fix"].jobs() == {"GAN, no attraction": ("dast_gan", {"w_att": 0.0}),
+                                 "w/o GAN, no attraction": ("dast_gan", {"use_gan": False, "w_att": 0.0})}
+    # the discriminator's lr changes nothing in a model without GAN: compared with the regime's own "w/o GAN"
+    assert gan["fix3"].jobs() == {"GAN, discriminator lr 1e-3": ("dast_gan", {"gan_lr": 1e-3})}
+    assert gan["fix3"].without is None and not gan["fix3"].protocol
 
 
 def test_dam_reading_of_the_second_intervention_separates_signal_from_use():
@@ -191,6 +196,24 @@ def test_dam_reading_of_the_second_intervention_separates_signal_from_use():
     y_weak = dict(y_right_no_gain, spearman=0.45)
     line = mechanisms.dam_reading({"faithful": f, "fix": x, "fix2": y_weak})
     assert "not the limit" in line and "0.45" in line
+
+
+def test_dam_reading_of_the_oracle_target():
+    f = {"meets_target": False, "spearman": 0.26, "gain_verdict": "inconclusive", "gain": 0.003}
+    x = {"meets_target": False, "spearman": 0.41, "gain_verdict": "inconclusive", "gain": 0.038,
+         "gain_ci_low": -0.001, "gain_ci_high": 0.079, "gain_mde": 0.058}
+    y = {"meets_target": False, "spearman": 0.39, "gain_verdict": "inconclusive", "gain": 0.03,
+         "gain_ci_low": -0.009, "gain_ci_high": 0.066, "gain_mde": 0.054}
+    z = {"meets_target": True, "spearman": 0.8, "gain_verdict": "reproduced", "gain": 0.08,
+         "gain_ci_low": 0.03, "gain_ci_high": 0.12, "gain_mde": 0.05}
+    res = {"faithful": f, "fix": x, "fix2": y, "fix3": z}
+    line = mechanisms.dam_reading(res, 0.13)
+    assert "weak proxy" in line and "oracle" in line and "outcome flips" in line and "+0.080 [+0.030, +0.120]" in line
+    assert "matter little" in mechanisms.dam_reading({**res, "fix3": dict(z, meets_target=False, gain_verdict="inconclusive",
+                                                                           gain_ci_low=-0.01)}, 0.13)
+    assert "scorer's input" in mechanisms.dam_reading({**res, "fix3": dict(z, meets_target=False, spearman=0.45,
+                                                                           gain_verdict="inconclusive", gain_ci_low=-0.01)})
+    assert "oracle" not in mechanisms.dam_reading({"faithful": f, "fix": x, "fix2": y}, 0.13)
 
 
 def test_alpha_swap_replaces_dam_weights_at_test_time_only(tmp_path):
@@ -226,7 +249,12 @@ def test_gan_intervention_is_compared_with_its_own_ablation(tmp_path, monkeypatc
     base = experiment.Protocol(sizes=(32, 16, 16), epochs=1, patience=1, lengths=(16, 12, 12), data_dir=str(tmp_path / "synth"))
     st = mechanisms.study(base, seeds=(1, 2), regimes=("gan",), workers=1, progress=False)
     assert {lbl for lbl, _ in st.runs["gan"]} == {"GAN", "w/o GAN", "GAN, no attraction", "w/o GAN, no attraction",
-                                                  "GAN, trained at 30-90 %", "w/o GAN, trained at 30-90 %"}
+                                                  "GAN, trained at 30-90 %", "w/o GAN, trained at 30-90 %",
+                                                  "GAN, discriminator lr 1e-3"}
+    assert st.runs["gan"][("GAN, discriminator lr 1e-3", 1)].model.cfg.gan_lr == 1e-3
+    assert st.results["gan"]["fix3"]["compared_with"] == "w/o GAN"
+    acc = st.results["gan"]["faithful"]["d_train_acc"]     # 1 epoch inside the warm-up: λ = 0, no GAN epoch
+    assert np.isnan(acc) and np.isnan(st.results["gan"]["fix"]["d_train_acc"])
     # the same flags as "GAN", another training protocol: another run, compared with its own ablation
     a, b = (st.runs["gan"][(lbl, 1)].model.state_dict() for lbl in ("GAN", "GAN, trained at 30-90 %"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -253,3 +281,30 @@ def test_gan_reading_claims_overlap_only_from_a_decided_gain():
     assert "overlap" in mechanisms.gan_reading({"faithful": f, "fix": x}, 5)
     x.update(gain=-0.037, gain_ci_low=-0.076, gain_ci_high=-0.001, gain_verdict="contradicted")
     assert "makes the prediction worse" in mechanisms.gan_reading({"faithful": f, "fix": x}, 5)
+
+
+def test_gan_reading_of_the_discriminator_intervention():
+    f = {"meets_target": False, "gain": -0.006, "gain_ci_low": -0.03, "gain_ci_high": 0.016, "gain_mde": 0.034,
+         "gap_closed_seeds": 2, "d_train_acc": 0.55}
+    x = dict(f, gain_verdict="inconclusive", gap_closed_seeds=4)
+    y = dict(f, gain_verdict="inconclusive", gap_closed_seeds=4)
+    z = dict(f, gain=0.001, gain_ci_low=-0.02, gain_ci_high=0.02, gain_verdict="inconclusive", gap_closed_seeds=3,
+             d_train_acc=0.68)
+    text = mechanisms.gan_reading({"faithful": f, "fix": x, "fix2": y}, 5)
+    assert "hypothesis" in text                               # the cause is still untested
+    text = mechanisms.gan_reading({"faithful": f, "fix": x, "fix2": y, "fix3": z}, 5)
+    assert "0.55 → 0.68" in text and "does not help" in text and "hypothesis" not in text
+    assert "stays near chance" in mechanisms.gan_reading({"faithful": f, "fix": x, "fix2": y,
+                                                          "fix3": dict(z, d_train_acc=0.56)}, 5)
+    won = dict(z, meets_target=True, gain=0.05, gain_ci_low=0.01, gain_verdict="reproduced", gap_closed_seeds=5)
+    assert "outcome flips" in mechanisms.gan_reading({"faithful": f, "fix": x, "fix2": y, "fix3": won}, 5)
+
+
+def test_discriminator_accuracy_averages_the_gan_epochs_only():
+    from types import SimpleNamespace
+
+    a = SimpleNamespace(history=[{"d_acc": 0.9, "adv_weight": 0.0}, {"d_acc": 0.6, "adv_weight": 0.05},
+                                 {"d_acc": 0.7, "adv_weight": 0.1}])
+    b = SimpleNamespace(history=[{"d_acc": 0.5, "adv_weight": 0.1}])
+    assert mechanisms.discriminator_accuracy([a, b]) == pytest.approx((0.65 + 0.5) / 2)
+    assert np.isnan(mechanisms.discriminator_accuracy([SimpleNamespace(history=[{"valid_mae": 1.0}])]))
