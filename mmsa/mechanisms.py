@@ -85,7 +85,10 @@ REGIMES = {
                    {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1}, "dam_texture+dam_supervision=0.1"),
                Fix("DAM + texture + true-reliability term", "dast_gan",
                    {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1, "dam_target": "truth"},
-                   "dam_texture+dam_supervision=0.1+dam_target=truth")),
+                   "dam_texture+dam_supervision=0.1+dam_target=truth"),
+               Fix("DAM + texture + true-reliability term ×10", "dast_gan",
+                   {"use_gan": False, "dam_texture": True, "dam_supervision": 1.0, "dam_target": "truth"},
+                   "dam_texture+dam_supervision=1.0+dam_target=truth")),
         expected="DAM's weights follow the true reliability (pooled Spearman >= 0.6) and DAM beats fixed "
                  "1/3 weights on complete test clips (fixed minus DAM MAE > 0)"),
     "sta": Regime(
