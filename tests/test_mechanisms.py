@@ -166,17 +166,18 @@ def test_dam_reading_names_the_cause_the_two_measurements_support():
     assert "meets its target" in mechanisms.dam_reading({"faithful": {**flipped}})
 
 
-def test_dam_regime_declares_three_interventions_each_against_fixed_weights():
+def test_dam_regime_declares_four_interventions_each_against_fixed_weights():
     rg = mechanisms.REGIMES["dam"]
     roles = mechanisms.fix_roles(rg)
-    assert list(roles) == ["fix", "fix2", "fix3"]
+    assert list(roles) == ["fix", "fix2", "fix3", "fix4"]
     assert roles["fix"].flags == {"use_gan": False, "dam_texture": True}
     assert roles["fix2"].flags == {"use_gan": False, "dam_texture": True, "dam_supervision": 0.1}
     assert roles["fix3"].flags == {**roles["fix2"].flags, "dam_target": "truth"}   # one change against fix2
+    assert roles["fix4"].flags == {**roles["fix3"].flags, "dam_supervision": 1.0}  # one change against fix3
     assert all(f.without is None for f in roles.values())          # all compared with "fixed 1/3"
     labels = {lbl for lbl, *_ in mechanisms.jobs(rg, (1, 2), {k: v for f in rg.fixes for k, v in f.jobs().items()})}
     assert labels == {"DAM", "fixed 1/3", "DAM + texture", "DAM + texture + reliability term",
-                      "DAM + texture + true-reliability term"}
+                      "DAM + texture + true-reliability term", "DAM + texture + true-reliability term ×10"}
     gan = mechanisms.fix_roles(mechanisms.REGIMES["gan"])
     assert gan["fix"].jobs() == {"GAN, no attraction": ("dast_gan", {"w_att": 0.0}),
                                  "w/o GAN, no attraction": ("dast_gan", {"use_gan": False, "w_att": 0.0})}
@@ -211,8 +212,15 @@ def test_dam_reading_of_the_oracle_target():
     assert "weak proxy" in line and "oracle" in line and "outcome flips" in line and "+0.080 [+0.030, +0.120]" in line
     assert "matter little" in mechanisms.dam_reading({**res, "fix3": dict(z, meets_target=False, gain_verdict="inconclusive",
                                                                            gain_ci_low=-0.01)}, 0.13)
-    assert "scorer's input" in mechanisms.dam_reading({**res, "fix3": dict(z, meets_target=False, spearman=0.45,
-                                                                           gain_verdict="inconclusive", gain_ci_low=-0.01)})
+    z_low = dict(z, meets_target=False, spearman=0.44, gain_verdict="inconclusive", gain_ci_low=-0.01)
+    assert "a larger weight separates" in mechanisms.dam_reading({**res, "fix3": z_low})
+    w = dict(z, spearman=0.7)
+    line = mechanisms.dam_reading({**res, "fix3": z_low, "fix4": w})
+    assert "At weight 1 the same term flips the outcome" in line and "separates" not in line
+    w_no_gain = dict(w, meets_target=False, gain_verdict="inconclusive", gain_ci_low=-0.02)
+    assert "route" in mechanisms.dam_reading({**res, "fix3": z_low, "fix4": w_no_gain})
+    assert "0.44 → 0.58" in mechanisms.dam_reading({**res, "fix3": z_low, "fix4": dict(w_no_gain, spearman=0.58)})
+    assert "not the limit" in mechanisms.dam_reading({**res, "fix3": z_low, "fix4": dict(w_no_gain, spearman=0.47)})
     assert "oracle" not in mechanisms.dam_reading({"faithful": f, "fix": x, "fix2": y}, 0.13)
 
 
