@@ -109,7 +109,9 @@ REGIMES = {
                Fix("GAN, trained at 30-90 %", "dast_gan", {}, "train_missing=random 0.3-0.9",
                    without=("w/o GAN, trained at 30-90 %", "dast_gan", {"use_gan": False}),
                    protocol={"train_missing": ("random", 0.3, 0.9)}),
-               Fix("GAN, discriminator lr 1e-3", "dast_gan", {"gan_lr": 1e-3}, "gan_lr=1e-3")),
+               Fix("GAN, discriminator lr 1e-3", "dast_gan", {"gan_lr": 1e-3}, "gan_lr=1e-3"),
+               Fix("GAN, discriminator without dropout, lr 1e-3", "dast_gan", {"disc_dropout": 0.0, "gan_lr": 1e-3},
+                   "disc_dropout=0+gan_lr=1e-3")),
         expected="with 80 % of the positions missing, the GAN lowers the MAE (w/o GAN minus GAN > 0) "
                  "and brings the incomplete view's features closer to the complete view's in every seed"),
 }
@@ -214,18 +216,74 @@ def occlusion_ratios(trainers: Sequence, split, seeds: Sequence[int]) -> list:
     return [float(probes.occlusion_test(t.model, split, seed=int(s))["ratio"]) for t, s in zip(trainers, seeds)]
 
 
+def view_features(trainer, split, transform=None) -> np.ndarray:
+    """(N, 4D) fused features [vec(G^L); s] of a DAST-GAN run on ``split`` (the discriminator's
+    input), of the complete view (``transform`` None) or of an incomplete one."""
+    ex = trainer.predict(make_loader(split, 64), transform=transform, keep_extras=("global_context", "s"))["extras"]
+    return np.concatenate([ex["global_context"].reshape(len(ex["s"]), -1), ex["s"]], 1)
+
+
 def feature_gaps(trainers: Sequence, split, transform) -> list:
     """Per seed: the relative distance between the complete and the incomplete view's fused
     features [vec(G^L); s] of the same test clips (``probes.feature_gap``)."""
-    loader = make_loader(split, 64)
-    out = []
-    for t in trainers:
-        f = []
-        for tf in (None, transform):
-            ex = t.predict(loader, transform=tf, keep_extras=("global_context", "s"))["extras"]
-            f.append(np.concatenate([ex["global_context"].reshape(len(ex["s"]), -1), ex["s"]], 1))
-        out.append(float(probes.feature_gap(f[0], f[1])))
+    return [float(probes.feature_gap(view_features(t, split), view_features(t, split, transform))) for t in trainers]
+
+
+def view_separability(trainers: Sequence, fit_split, eval_split, rates: Sequence[float] = (0.3, 0.8),
+                      pattern: str = "random", seeds: Optional[Sequence[int]] = None) -> dict:
+    """Can the complete and the incomplete view be told apart, and does the GAN's discriminator
+    read what can be read?  Per trained GAN run and missing rate: the accuracy, on ``eval_split``
+    (validation clips), of (1) the run's own discriminator in eval mode, (2) a logistic regression
+    on standardised features and (3) an MLP the discriminator's width without its spectral norm or
+    dropout, both fitted on ``fit_split``'s features (training clips).  Classes are balanced (every
+    clip once complete, once incomplete); 0.5 is chance.  Returns {rate: {"disc"|"logistic"|"mlp":
+    mean over runs, "<reader>_per_seed": list}}."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    seeds = list(seeds) if seeds is not None else list(range(1, len(trainers) + 1))
+    out = {}
+    for rate in rates:
+        tf = experiment.eval_transform(pattern, rate)
+        acc = {"disc": [], "logistic": [], "mlp": []}
+        for t, seed in zip(trainers, seeds):
+            disc = getattr(t.model, "discriminator", None)
+            if disc is None:
+                raise ValueError("view_separability needs GAN runs (a model with a discriminator)")
+            f = {k: (view_features(t, sp), view_features(t, sp, tf)) for k, sp in (("fit", fit_split), ("eval", eval_split))}
+            X = {k: np.concatenate(v) for k, v in f.items()}
+            y = {k: np.r_[np.ones(len(v[0])), np.zeros(len(v[1]))] for k, v in f.items()}   # 1 = complete
+            disc.eval()
+            with torch.no_grad():
+                logit = disc(torch.as_tensor(X["eval"], dtype=torch.float32, device=t.device)).float().cpu().numpy().ravel()
+            acc["disc"].append(float(((logit > 0) == (y["eval"] == 1)).mean()))
+            probes_ = {"logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                       "mlp": make_pipeline(StandardScaler(), MLPClassifier((256, 64), alpha=1e-4, max_iter=400,
+                                                                           random_state=int(seed)))}
+            for name, clf in probes_.items():
+                clf.fit(X["fit"], y["fit"])
+                acc[name].append(float(clf.score(X["eval"], y["eval"])))
+        out[float(rate)] = {**{k: float(np.mean(v)) for k, v in acc.items()},
+                            **{f"{k}_per_seed": v for k, v in acc.items()}}
     return out
+
+
+def separability_reading(sep: dict, train_rate: float = 0.3) -> tuple[str, str]:
+    """The decision rule declared before the measurement (docs/design.md §3.3.1), on
+    ``view_separability``'s output: ("a" | "b" | "c", one sentence)."""
+    r = sep[float(train_rate)]
+    probe = max(r["logistic"], r["mlp"])
+    if probe <= 0.65:
+        return "a", (f"at {100 * train_rate:.0f} % missing the best probe tells the views apart at {probe:.2f} "
+                     f"(discriminator {r['disc']:.2f}): the views are hard to tell apart at the training rates, "
+                     "and the discriminator is bounded by its data, not by its build")
+    if probe - r["disc"] >= 0.10:
+        return "b", (f"at {100 * train_rate:.0f} % missing a probe without the discriminator's constraints reaches "
+                     f"{probe:.2f}, the discriminator {r['disc']:.2f}: its build holds it back")
+    return "c", (f"at {100 * train_rate:.0f} % missing the discriminator reads {r['disc']:.2f} of the "
+                 f"{probe:.2f} a probe can: it is not the discriminator but the generator's use of it")
 
 
 def discriminator_accuracy(trainers: Sequence) -> float:
