@@ -184,6 +184,10 @@ def test_dam_regime_declares_four_interventions_each_against_fixed_weights():
     # the discriminator's lr changes nothing in a model without GAN: compared with the regime's own "w/o GAN"
     assert gan["fix3"].jobs() == {"GAN, discriminator lr 1e-3": ("dast_gan", {"gan_lr": 1e-3})}
     assert gan["fix3"].without is None and not gan["fix3"].protocol
+    # the build intervention changes only the discriminator (absent in "w/o GAN"): the same comparison
+    assert gan["fix4"].jobs() == {"GAN, discriminator without dropout, lr 1e-3":
+                                  ("dast_gan", {"disc_dropout": 0.0, "gan_lr": 1e-3})}
+    assert gan["fix4"].without is None and not gan["fix4"].protocol
 
 
 def test_dam_reading_of_the_second_intervention_separates_signal_from_use():
@@ -258,7 +262,11 @@ def test_gan_intervention_is_compared_with_its_own_ablation(tmp_path, monkeypatc
     st = mechanisms.study(base, seeds=(1, 2), regimes=("gan",), workers=1, progress=False)
     assert {lbl for lbl, _ in st.runs["gan"]} == {"GAN", "w/o GAN", "GAN, no attraction", "w/o GAN, no attraction",
                                                   "GAN, trained at 30-90 %", "w/o GAN, trained at 30-90 %",
-                                                  "GAN, discriminator lr 1e-3"}
+                                                  "GAN, discriminator lr 1e-3", "GAN, discriminator without dropout, lr 1e-3"}
+    d4 = st.runs["gan"][("GAN, discriminator without dropout, lr 1e-3", 1)].model
+    assert d4.cfg.disc_dropout == 0.0 and d4.cfg.gan_lr == 1e-3
+    assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in d4.discriminator.modules())
+    assert st.results["gan"]["fix4"]["compared_with"] == "w/o GAN"
     assert st.runs["gan"][("GAN, discriminator lr 1e-3", 1)].model.cfg.gan_lr == 1e-3
     assert st.results["gan"]["fix3"]["compared_with"] == "w/o GAN"
     acc = st.results["gan"]["faithful"]["d_train_acc"]     # 1 epoch inside the warm-up: λ = 0, no GAN epoch
@@ -316,3 +324,59 @@ def test_discriminator_accuracy_averages_the_gan_epochs_only():
     b = SimpleNamespace(history=[{"d_acc": 0.5, "adv_weight": 0.1}])
     assert mechanisms.discriminator_accuracy([a, b]) == pytest.approx((0.65 + 0.5) / 2)
     assert np.isnan(mechanisms.discriminator_accuracy([SimpleNamespace(history=[{"valid_mae": 1.0}])]))
+
+
+def _fake_gan_run(shift: float, disc_weight: float, n: int = 120, dim: int = 8):
+    """A stand-in for a trained GAN run: its complete view's features have +shift on the first
+    dimension, the incomplete view's -shift (plus unit noise); its discriminator reads
+    disc_weight × that dimension."""
+    from types import SimpleNamespace
+
+    def predict(loader, transform=None, keep_extras=()):
+        rng = np.random.default_rng(loader + (0 if transform is None else 1))
+        f = rng.normal(size=(n, dim)).astype(np.float32)
+        f[:, 0] += shift if transform is None else -shift
+        return {"extras": {"global_context": f[:, :6].reshape(n, 3, 2), "s": f[:, 6:]}}
+
+    disc = torch.nn.Linear(dim, 1)
+    with torch.no_grad():
+        disc.weight.zero_(); disc.bias.zero_(); disc.weight[0, 0] = disc_weight
+    return SimpleNamespace(predict=predict, model=SimpleNamespace(discriminator=disc), device="cpu")
+
+
+def test_view_separability_tells_a_weak_discriminator_from_inseparable_views(monkeypatch):
+    splits = {"fit": 10, "eval": 20}                      # the fake loader is the split's rng seed
+    monkeypatch.setattr(mechanisms, "make_loader", lambda split, batch: split)
+    weak = mechanisms.view_separability([_fake_gan_run(2.0, 0.0)] * 2, splits["fit"], splits["eval"], rates=(0.3,))
+    r = weak[0.3]
+    assert r["disc"] == pytest.approx(0.5)                # logit 0 everywhere: every complete clip is called incomplete
+    assert r["logistic"] > 0.9 and r["mlp"] > 0.9 and len(r["mlp_per_seed"]) == 2
+    assert mechanisms.separability_reading(weak)[0] == "b"
+    good = mechanisms.view_separability([_fake_gan_run(2.0, 1.0)], splits["fit"], splits["eval"], rates=(0.3,))
+    assert good[0.3]["disc"] > 0.9 and mechanisms.separability_reading(good)[0] == "c"
+    same = mechanisms.view_separability([_fake_gan_run(0.0, 1.0)], splits["fit"], splits["eval"], rates=(0.3,))
+    assert max(same[0.3]["logistic"], same[0.3]["mlp"]) < 0.65 and mechanisms.separability_reading(same)[0] == "a"
+
+
+def test_gan_reading_of_the_declared_discriminator_build_intervention():
+    f = {"meets_target": False, "gain": -0.006, "gain_ci_low": -0.03, "gain_ci_high": 0.016, "gain_mde": 0.034,
+         "gap_closed_seeds": 2, "d_train_acc": 0.62}
+    x = dict(f, gain_verdict="inconclusive", gap_closed_seeds=3)
+    z = dict(f, gain=0.05, gain_ci_low=-0.008, gain_ci_high=0.117, gain_verdict="inconclusive", gap_closed_seeds=4)
+    res = {"faithful": f, "fix": x, "fix2": x, "fix3": z}
+    sep = {0.3: {"disc": 0.65, "logistic": 0.92, "mlp": 0.91}, 0.8: {"disc": 0.75, "logistic": 0.99, "mlp": 0.99}}
+    assert "is not measured here" in mechanisms.gan_reading(res, 5)
+    text = mechanisms.gan_reading(res, 5, {"faithful": sep})
+    assert "0.92" in text and "0.65" in text and "reads little of it" in text and "not measured" not in text
+    w = dict(z, gain=0.0, gain_ci_low=-0.03, gain_ci_high=0.03, gain_verdict="inconclusive", gap_closed_seeds=3)
+    learned = {0.3: dict(sep[0.3], disc=0.90), 0.8: dict(sep[0.8], disc=0.97)}
+    text = mechanisms.gan_reading({**res, "fix4": w}, 5, {"faithful": sep, "fix4": learned})
+    assert "0.65 → 0.90" in text and "does not pay" in text
+    text = mechanisms.gan_reading({**res, "fix4": w}, 5, {"faithful": sep, "fix4": sep})
+    assert "still does not read" in text
+    won = dict(w, meets_target=True, gain=0.06, gain_ci_low=0.02, gain_verdict="reproduced", gap_closed_seeds=5)
+    assert "outcome flips" in mechanisms.gan_reading({**res, "fix4": won}, 5, {"faithful": sep, "fix4": learned})
+    # another branch of the rule: no discriminator intervention is read
+    inseparable = {0.3: {"disc": 0.6, "logistic": 0.62, "mlp": 0.6}}
+    text = mechanisms.gan_reading({**res, "fix4": won}, 5, {"faithful": inseparable})
+    assert "bounded by its data" in text and "outcome flips" not in text
