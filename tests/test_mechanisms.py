@@ -341,7 +341,8 @@ def _fake_gan_run(shift: float, disc_weight: float, n: int = 120, dim: int = 8):
     disc = torch.nn.Linear(dim, 1)
     with torch.no_grad():
         disc.weight.zero_(); disc.bias.zero_(); disc.weight[0, 0] = disc_weight
-    return SimpleNamespace(predict=predict, model=SimpleNamespace(discriminator=disc), device="cpu")
+    cfg = SimpleNamespace(disc_hidden=(16, 8), disc_dropout=0.3)
+    return SimpleNamespace(predict=predict, model=SimpleNamespace(discriminator=disc, cfg=cfg), device="cpu")
 
 
 def test_view_separability_tells_a_weak_discriminator_from_inseparable_views(monkeypatch):
@@ -380,3 +381,25 @@ def test_gan_reading_of_the_declared_discriminator_build_intervention():
     inseparable = {0.3: {"disc": 0.6, "logistic": 0.62, "mlp": 0.6}}
     text = mechanisms.gan_reading({**res, "fix4": won}, 5, {"faithful": inseparable})
     assert "bounded by its data" in text and "outcome flips" not in text
+
+
+def test_fresh_discriminator_of_the_papers_build_reads_frozen_views(monkeypatch):
+    monkeypatch.setattr(mechanisms, "make_loader", lambda split, batch: split)
+    budgets = {"book": (1e-4, 20), "converged": (1e-2, 400)}
+    fr = mechanisms.fresh_discriminator([_fake_gan_run(2.0, 0.0)], 10, 20, budgets=budgets)
+    assert fr["converged"]["acc"] > 0.9 and len(fr["book"]["acc_per_seed"]) == 1
+    same = mechanisms.fresh_discriminator([_fake_gan_run(0.0, 0.0)], 10, 20, budgets=budgets)
+    assert abs(same["converged"]["acc"] - 0.5) < 0.15          # nothing to read
+    again = mechanisms.fresh_discriminator([_fake_gan_run(2.0, 0.0)], 10, 20, budgets=budgets)
+    assert again["converged"]["acc"] == pytest.approx(fr["converged"]["acc"])   # seeded
+
+
+def test_fresh_reading_follows_the_declared_rule():
+    sep = {0.3: {"disc": 0.65, "logistic": 0.92, "mlp": 0.91}}
+    branch, text = mechanisms.fresh_reading({"book": {"acc": 0.79}, "converged": {"acc": 0.82}}, sep)
+    assert branch == "build" and "0.82" in text and "game costs more than the build" in text
+    branch, text = mechanisms.fresh_reading({"book": {"acc": 0.70}, "converged": {"acc": 0.80}}, sep)
+    assert branch == "build" and "game costs more" not in text and "would not be enough" in text
+    assert mechanisms.fresh_reading({"book": {"acc": 0.9}, "converged": {"acc": 0.9}}, sep)[0] == "game"
+    assert mechanisms.fresh_reading({"book": {"acc": 0.7}, "converged": {"acc": 0.9}},
+                                    {0.3: dict(sep[0.3], disc=0.85)})[0] == "build reads, game unclear"
