@@ -112,7 +112,8 @@ REGIMES = {
                    protocol={"train_missing": ("random", 0.3, 0.9)}),
                Fix("GAN, discriminator lr 1e-3", "dast_gan", {"gan_lr": 1e-3}, "gan_lr=1e-3"),
                Fix("GAN, discriminator without dropout, lr 1e-3", "dast_gan", {"disc_dropout": 0.0, "gan_lr": 1e-3},
-                   "disc_dropout=0+gan_lr=1e-3")),
+                   "disc_dropout=0+gan_lr=1e-3"),
+               Fix("GAN, two-time-scale discriminator (lr 4e-3)", "dast_gan", {"gan_lr": 4e-3}, "gan_lr=4e-3")),
         expected="with 80 % of the positions missing, the GAN lowers the MAE (w/o GAN minus GAN > 0) "
                  "and brings the incomplete view's features closer to the complete view's in every seed"),
 }
