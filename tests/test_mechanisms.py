@@ -188,6 +188,8 @@ def test_dam_regime_declares_four_interventions_each_against_fixed_weights():
     assert gan["fix4"].jobs() == {"GAN, discriminator without dropout, lr 1e-3":
                                   ("dast_gan", {"disc_dropout": 0.0, "gan_lr": 1e-3})}
     assert gan["fix4"].without is None and not gan["fix4"].protocol
+    assert gan["fix5"].jobs() == {"GAN, two-time-scale discriminator (lr 4e-3)": ("dast_gan", {"gan_lr": 4e-3})}
+    assert gan["fix5"].without is None        # one change against fix3 (gan_lr 1e-3 -> 4e-3)
 
 
 def test_dam_reading_of_the_second_intervention_separates_signal_from_use():
@@ -262,7 +264,8 @@ def test_gan_intervention_is_compared_with_its_own_ablation(tmp_path, monkeypatc
     st = mechanisms.study(base, seeds=(1, 2), regimes=("gan",), workers=1, progress=False)
     assert {lbl for lbl, _ in st.runs["gan"]} == {"GAN", "w/o GAN", "GAN, no attraction", "w/o GAN, no attraction",
                                                   "GAN, trained at 30-90 %", "w/o GAN, trained at 30-90 %",
-                                                  "GAN, discriminator lr 1e-3", "GAN, discriminator without dropout, lr 1e-3"}
+                                                  "GAN, discriminator lr 1e-3", "GAN, discriminator without dropout, lr 1e-3",
+                                                  "GAN, two-time-scale discriminator (lr 4e-3)"}
     d4 = st.runs["gan"][("GAN, discriminator without dropout, lr 1e-3", 1)].model
     assert d4.cfg.disc_dropout == 0.0 and d4.cfg.gan_lr == 1e-3
     assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in d4.discriminator.modules())
@@ -355,6 +358,8 @@ def test_view_separability_tells_a_weak_discriminator_from_inseparable_views(mon
     assert mechanisms.separability_reading(weak)[0] == "b"
     good = mechanisms.view_separability([_fake_gan_run(2.0, 1.0)], splits["fit"], splits["eval"], rates=(0.3,))
     assert good[0.3]["disc"] > 0.9 and mechanisms.separability_reading(good)[0] == "c"
+    only = mechanisms.view_separability([_fake_gan_run(2.0, 0.0)], splits["fit"], splits["eval"], rates=(0.3,), probes=False)
+    assert set(only[0.3]) == {"disc", "disc_per_seed"}
     same = mechanisms.view_separability([_fake_gan_run(0.0, 1.0)], splits["fit"], splits["eval"], rates=(0.3,))
     assert max(same[0.3]["logistic"], same[0.3]["mlp"]) < 0.65 and mechanisms.separability_reading(same)[0] == "a"
 
@@ -377,6 +382,15 @@ def test_gan_reading_of_the_declared_discriminator_build_intervention():
     assert "still does not read" in text
     won = dict(w, meets_target=True, gain=0.06, gain_ci_low=0.02, gain_verdict="reproduced", gap_closed_seeds=5)
     assert "outcome flips" in mechanisms.gan_reading({**res, "fix4": won}, 5, {"faithful": sep, "fix4": learned})
+    # the two-time-scale candidate, read after the fresh-discriminator measurement
+    fresh = {"book": {"acc": 0.79}, "converged": {"acc": 0.82}}
+    v = dict(w, gain=0.01, gain_ci_low=-0.03, gain_ci_high=0.05, gap_closed_seeds=3)
+    text = mechanisms.gan_reading({**res, "fix4": w, "fix5": v}, 5, {"faithful": sep, "fix4": sep, "fix5": sep}, fresh)
+    assert "does not follow the views either" in text and "0.65 on the validation clips" in text
+    text = mechanisms.gan_reading({**res, "fix4": w, "fix5": v}, 5, {"faithful": sep, "fix4": sep, "fix5": learned}, fresh)
+    assert "it follows the views; yet" in text
+    assert "fix5" not in text and "four times" not in mechanisms.gan_reading({**res, "fix4": w, "fix5": v}, 5,
+                                                                              {"faithful": sep})
     # another branch of the rule: no discriminator intervention is read
     inseparable = {0.3: {"disc": 0.6, "logistic": 0.62, "mlp": 0.6}}
     text = mechanisms.gan_reading({**res, "fix4": won}, 5, {"faithful": inseparable})
