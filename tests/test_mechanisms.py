@@ -387,6 +387,10 @@ def test_gan_reading_of_the_declared_discriminator_build_intervention():
     v = dict(w, gain=0.01, gain_ci_low=-0.03, gain_ci_high=0.05, gap_closed_seeds=3)
     text = mechanisms.gan_reading({**res, "fix4": w, "fix5": v}, 5, {"faithful": sep, "fix4": sep, "fix5": sep}, fresh)
     assert "does not follow the views either" in text and "0.65 on the validation clips" in text
+    assert "Untested" in text                                # no spectral-norm measurement given
+    no_sn = {**fresh, "converged, no spectral norm": {"acc": 0.83}}
+    text = mechanisms.gan_reading({**res, "fix4": w, "fix5": v}, 5, {"faithful": sep, "fix4": sep, "fix5": sep}, no_sn)
+    assert "Nor is spectral norm the build's bound" in text and "Untested" not in text
     text = mechanisms.gan_reading({**res, "fix4": w, "fix5": v}, 5, {"faithful": sep, "fix4": sep, "fix5": learned}, fresh)
     assert "it follows the views; yet" in text
     assert "fix5" not in text and "four times" not in mechanisms.gan_reading({**res, "fix4": w, "fix5": v}, 5,
@@ -399,9 +403,9 @@ def test_gan_reading_of_the_declared_discriminator_build_intervention():
 
 def test_fresh_discriminator_of_the_papers_build_reads_frozen_views(monkeypatch):
     monkeypatch.setattr(mechanisms, "make_loader", lambda split, batch: split)
-    budgets = {"book": (1e-4, 20), "converged": (1e-2, 400)}
+    budgets = {"book": (1e-4, 20), "converged": (1e-2, 400), "no sn": (1e-2, 400, False)}
     fr = mechanisms.fresh_discriminator([_fake_gan_run(2.0, 0.0)], 10, 20, budgets=budgets)
-    assert fr["converged"]["acc"] > 0.9 and len(fr["book"]["acc_per_seed"]) == 1
+    assert fr["converged"]["acc"] > 0.9 and fr["no sn"]["acc"] > 0.9 and len(fr["book"]["acc_per_seed"]) == 1
     same = mechanisms.fresh_discriminator([_fake_gan_run(0.0, 0.0)], 10, 20, budgets=budgets)
     assert abs(same["converged"]["acc"] - 0.5) < 0.15          # nothing to read
     again = mechanisms.fresh_discriminator([_fake_gan_run(2.0, 0.0)], 10, 20, budgets=budgets)
@@ -412,6 +416,12 @@ def test_fresh_reading_follows_the_declared_rule():
     sep = {0.3: {"disc": 0.65, "logistic": 0.92, "mlp": 0.91}}
     branch, text = mechanisms.fresh_reading({"book": {"acc": 0.79}, "converged": {"acc": 0.82}}, sep)
     assert branch == "build" and "0.82" in text and "game costs more than the build" in text
+    _, text = mechanisms.fresh_reading({"book": {"acc": 0.79}, "converged": {"acc": 0.82},
+                                        "converged, no spectral norm": {"acc": 0.90}}, sep)
+    assert "spectral norm is what bounds the build" in text
+    _, text = mechanisms.fresh_reading({"book": {"acc": 0.79}, "converged": {"acc": 0.82},
+                                        "converged, no spectral norm": {"acc": 0.83}}, sep)
+    assert "spectral norm is not what bounds the build" in text
     branch, text = mechanisms.fresh_reading({"book": {"acc": 0.70}, "converged": {"acc": 0.80}}, sep)
     assert branch == "build" and "game costs more" not in text and "would not be enough" in text
     assert mechanisms.fresh_reading({"book": {"acc": 0.9}, "converged": {"acc": 0.9}}, sep)[0] == "game"
