@@ -380,3 +380,13 @@ def test_true_reliability_target_reaches_the_loss_from_a_synthmsa_batch(tmp_path
         losses[target].backward()
         assert model.dam.mlp[0].weight.grad is not None
     assert float(losses["heads"]) != pytest.approx(float(losses["truth"]))
+
+
+def test_discriminator_without_spectral_norm_is_an_option_and_the_default_keeps_it():
+    from torch.nn.utils import parametrize
+
+    on, off = tiny(), tiny(disc_spectral_norm=False)
+    assert sum(parametrize.is_parametrized(m) for m in on.discriminator.modules()) == 3      # every Linear
+    assert not any(parametrize.is_parametrized(m) for m in off.discriminator.modules())
+    linears = lambda d: [tuple(m.weight.shape) for m in d if isinstance(m, torch.nn.Linear)]
+    assert linears(on.discriminator) == linears(off.discriminator) and len(on.discriminator) == len(off.discriminator)

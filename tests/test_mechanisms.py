@@ -190,6 +190,8 @@ def test_dam_regime_declares_four_interventions_each_against_fixed_weights():
     assert gan["fix4"].without is None and not gan["fix4"].protocol
     assert gan["fix5"].jobs() == {"GAN, two-time-scale discriminator (lr 4e-3)": ("dast_gan", {"gan_lr": 4e-3})}
     assert gan["fix5"].without is None        # one change against fix3 (gan_lr 1e-3 -> 4e-3)
+    assert gan["fix6"].jobs() == {"GAN, discriminator without spectral norm": ("dast_gan", {"disc_spectral_norm": False})}
+    assert gan["fix6"].without is None
 
 
 def test_dam_reading_of_the_second_intervention_separates_signal_from_use():
@@ -265,7 +267,12 @@ def test_gan_intervention_is_compared_with_its_own_ablation(tmp_path, monkeypatc
     assert {lbl for lbl, _ in st.runs["gan"]} == {"GAN", "w/o GAN", "GAN, no attraction", "w/o GAN, no attraction",
                                                   "GAN, trained at 30-90 %", "w/o GAN, trained at 30-90 %",
                                                   "GAN, discriminator lr 1e-3", "GAN, discriminator without dropout, lr 1e-3",
-                                                  "GAN, two-time-scale discriminator (lr 4e-3)"}
+                                                  "GAN, two-time-scale discriminator (lr 4e-3)",
+                                                  "GAN, discriminator without spectral norm"}
+    from torch.nn.utils import parametrize
+    d6 = st.runs["gan"][("GAN, discriminator without spectral norm", 1)].model.discriminator
+    assert not any(parametrize.is_parametrized(m) for m in d6.modules())
+    assert any(parametrize.is_parametrized(m) for m in st.runs["gan"][("GAN", 1)].model.discriminator.modules())
     d4 = st.runs["gan"][("GAN, discriminator without dropout, lr 1e-3", 1)].model
     assert d4.cfg.disc_dropout == 0.0 and d4.cfg.gan_lr == 1e-3
     assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in d4.discriminator.modules())
@@ -395,6 +402,15 @@ def test_gan_reading_of_the_declared_discriminator_build_intervention():
     assert "it follows the views; yet" in text
     assert "fix5" not in text and "four times" not in mechanisms.gan_reading({**res, "fix4": w, "fix5": v}, 5,
                                                                               {"faithful": sep})
+    # the discriminator without spectral norm, read after the spectral-norm measurement
+    u = dict(w, gain=0.0, gain_ci_low=-0.03, gain_ci_high=0.03, gap_closed_seeds=2)
+    six = {**res, "fix4": w, "fix5": v, "fix6": u}
+    text = mechanisms.gan_reading(six, 5, {"faithful": sep, "fix4": sep, "fix5": sep, "fix6": sep}, no_sn)
+    assert "the game still wins" in text
+    text = mechanisms.gan_reading(six, 5, {"faithful": sep, "fix4": sep, "fix5": sep, "fix6": learned}, no_sn)
+    assert "now follows the views; yet" in text
+    won6 = dict(u, meets_target=True, gain=0.06, gain_ci_low=0.02, gain_verdict="reproduced", gap_closed_seeds=5)
+    assert "spectral norm kept the discriminator" in mechanisms.gan_reading({**six, "fix6": won6}, 5, {"faithful": sep}, no_sn)
     # another branch of the rule: no discriminator intervention is read
     inseparable = {0.3: {"disc": 0.6, "logistic": 0.62, "mlp": 0.6}}
     text = mechanisms.gan_reading({**res, "fix4": won}, 5, {"faithful": inseparable})

@@ -65,6 +65,7 @@ class DASTGANConfig(EMTDLFRConfig):
     # GAN
     disc_hidden: tuple = (256, 64)
     disc_dropout: float = 0.3
+    disc_spectral_norm: bool = True   # False: intervention (not the paper), docs/design.md §3.3.1
     w_adv: float = 0.1
     gan_warmup: int = 5
     gan_ramp: int = 10
@@ -77,11 +78,13 @@ class DASTGANConfig(EMTDLFRConfig):
     }
 
 
-def make_discriminator(in_dim: int, hidden=(256, 64), dropout: float = 0.3) -> nn.Module:
-    """SN-Linear(in,256)-LeakyReLU(0.2)-Dropout(0.3)-SN-Linear(256,64)-LeakyReLU(0.2)-SN-Linear(64,1)."""
+def make_discriminator(in_dim: int, hidden=(256, 64), dropout: float = 0.3, spectral: bool = True) -> nn.Module:
+    """SN-Linear(in,256)-LeakyReLU(0.2)-Dropout(0.3)-SN-Linear(256,64)-LeakyReLU(0.2)-SN-Linear(64,1)
+    (``spectral=False``: the same layers without their spectral norm)."""
     h1, h2 = hidden
-    return nn.Sequential(spectral_norm(nn.Linear(in_dim, h1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),
-                         spectral_norm(nn.Linear(h1, h2)), nn.LeakyReLU(0.2), spectral_norm(nn.Linear(h2, 1)))
+    sn = spectral_norm if spectral else (lambda layer: layer)
+    return nn.Sequential(sn(nn.Linear(in_dim, h1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),
+                         sn(nn.Linear(h1, h2)), nn.LeakyReLU(0.2), sn(nn.Linear(h2, 1)))
 
 
 class DASTGAN(EMTDLFR):
@@ -100,7 +103,7 @@ class DASTGAN(EMTDLFR):
             self.unimodal = nn.ModuleDict({m: nn.Sequential(nn.Linear(self.enc_dims[m], 64), nn.ReLU(), nn.Linear(64, 1))
                                            for m in MODALITIES})
         if cfg.use_gan:  # training only: excluded from inference_parameters and the Trainer's optimiser
-            self.discriminator = make_discriminator(4 * D, cfg.disc_hidden, cfg.disc_dropout)
+            self.discriminator = make_discriminator(4 * D, cfg.disc_hidden, cfg.disc_dropout, cfg.disc_spectral_norm)
         self.adv_weight = 0.0  # λ(e), set by GANSchedule.on_epoch_start
 
     def _emt_pooling(self) -> bool:
