@@ -409,6 +409,11 @@ def test_gan_reading_of_the_declared_discriminator_build_intervention():
     assert "the game still wins" in text
     text = mechanisms.gan_reading(six, 5, {"faithful": sep, "fix4": sep, "fix5": sep, "fix6": learned}, no_sn)
     assert "now follows the views; yet" in text
+    paid = dict(u, gain=0.055, gain_ci_low=0.002, gain_ci_high=0.123, gain_verdict="reproduced", gap_closed_seeds=4)
+    low = {0.3: dict(sep[0.3], disc=0.57)}
+    text = mechanisms.gan_reading({**six, "fix6": paid}, 5, {"faithful": sep, "fix6": low}, no_sn)
+    assert "+0.055 [+0.002, +0.123]" in text and "is missed" in text and "weak evidence" in text
+    assert "does not come from a discriminator that reads the views better" in text and "game still wins" not in text
     won6 = dict(u, meets_target=True, gain=0.06, gain_ci_low=0.02, gain_verdict="reproduced", gap_closed_seeds=5)
     assert "spectral norm kept the discriminator" in mechanisms.gan_reading({**six, "fix6": won6}, 5, {"faithful": sep}, no_sn)
     # another branch of the rule: no discriminator intervention is read
