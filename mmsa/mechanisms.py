@@ -708,19 +708,19 @@ def gan_reading(res: dict, n_seeds: int, separability: Optional[dict] = None, fr
     gain, closer = _gain_and_closer(z, n_seeds)
     acc = (f"its accuracy on the training batches, mean over the GAN epochs, {f.get('d_train_acc', float('nan')):.2f} → "
            f"{z.get('d_train_acc', float('nan')):.2f}")
-    learns = z.get("d_train_acc", 0.0) - f.get("d_train_acc", 0.0) >= 0.05
-    if z["meets_target"]:
-        return (text + f" With a discriminator that learns (lr 1e-3 instead of 1e-4; {acc}), the GAN lowers the MAE at "
-                f"{rate} by {gain} and {closer}: the outcome flips, so the faithful GAN's discriminator was too weak, in "
-                "the book's short runs, to teach the generator anything.")
-    if learns and z["gain_verdict"] != "reproduced":
-        return (text + f" With a discriminator that learns (lr 1e-3; {acc}), the GAN changes the MAE by {gain} and "
-                f"{closer}: a discriminator that can tell the views apart does not make the restored features more "
-                "useful, so on these data the adversarial signal itself does not help; the weak discriminator was not "
-                "the cause.")
-    if z["gain_verdict"] == "reproduced":
-        return (text + f" With the discriminator's lr at 1e-3 ({acc}) the GAN lowers the MAE by {gain} but only "
-                f"{closer}: the discriminator's strength is part of the cause; the views' distance does not track the gain.")
+    outcome = _discriminator_outcome(z, z.get("d_train_acc", 0.0) - f.get("d_train_acc", 0.0) >= 0.05)
+    if outcome != "none":
+        return text + {
+            "flip": (f" With a discriminator that learns (lr 1e-3 instead of 1e-4; {acc}), the GAN lowers the MAE at "
+                     f"{rate} by {gain} and {closer}: the outcome flips, so the faithful GAN's discriminator was too weak, "
+                     "in the book's short runs, to teach the generator anything."),
+            "no pay": (f" With a discriminator that learns (lr 1e-3; {acc}), the GAN changes the MAE by {gain} and "
+                       f"{closer}: a discriminator that can tell the views apart does not make the restored features more "
+                       "useful, so on these data the adversarial signal itself does not help; the weak discriminator was "
+                       "not the cause."),
+            "partial": (f" With the discriminator's lr at 1e-3 ({acc}) the GAN lowers the MAE by {gain} but only "
+                        f"{closer}: the discriminator's strength is part of the cause; the views' distance does not track "
+                        "the gain.")}[outcome]
     text += (f" At lr 1e-3 the discriminator does not separate the views any better ({acc}): its learning rate "
              f"was not what held it back; the GAN changes the MAE by {gain} and {closer}.")
     sep = (separability or {}).get("faithful")
@@ -802,6 +802,16 @@ def _fix5_reading(v: dict, sep: dict, own: Optional[dict], rate: str, n_seeds: i
                "learning rate, and the GAN's null result is the game's outcome, not a mis-set option."))
 
 
+def _discriminator_outcome(m: dict, learns: bool) -> str:
+    """How a discriminator candidate ended: "flip" (target met), "no pay" (its discriminator learns,
+    the GAN shows no gain), "partial" (a gain, the views not closer in every seed) or "none"."""
+    if m["meets_target"]:
+        return "flip"
+    if learns and m["gain_verdict"] != "reproduced":
+        return "no pay"
+    return "partial" if m["gain_verdict"] == "reproduced" else "none"
+
+
 def _gain_and_closer(m: dict, n_seeds: int) -> tuple[str, str]:
     """("+0.012 [−0.02, +0.04] (minimum detectable effect 0.03)", "brings the views closer in k of n seeds")."""
     return (f"{m['gain']:+.3f} [{m['gain_ci_low']:+.3f}, {m['gain_ci_high']:+.3f}] (minimum detectable effect "
@@ -820,19 +830,19 @@ def _fix4_reading(text: str, f: dict, w: dict, sep: dict, own: Optional[dict], r
     reads = (f"the discriminator reads the views at {sep[rate_key]['disc']:.2f} → {own[rate_key]['disc']:.2f} on the "
              f"validation clips at {100 * rate_key:.0f} % missing" if own else
              f"its accuracy on the training batches {f.get('d_train_acc', float('nan')):.2f} → {w.get('d_train_acc', float('nan')):.2f}")
-    learns = own is not None and own[rate_key]["disc"] - sep[rate_key]["disc"] >= 0.10
-    if w["meets_target"]:
-        return (text + f" Without its dropout and at lr 1e-3 ({reads}), the GAN lowers the MAE at {rate} by {gain} and "
-                f"{closer}: the outcome flips; the faithful GAN's discriminator was held back by its build, and a "
-                "generator taught by a discriminator that sees the difference restores features that pay.")
-    if learns and w["gain_verdict"] != "reproduced":
-        return (text + f" Without its dropout and at lr 1e-3 the discriminator learns ({reads}), yet the GAN changes the "
-                f"MAE by {gain} and {closer}: a discriminator that tells the views apart does not make the restored "
-                "features more useful; on these data the adversarial signal does not pay, which is the measured cause "
-                "of the faithful GAN's null result.")
-    if w["gain_verdict"] == "reproduced":
-        return (text + f" Without its dropout and at lr 1e-3 ({reads}), the GAN lowers the MAE by {gain} but only "
-                f"{closer}: the discriminator's build is part of the cause; the views' distance does not track the gain.")
+    outcome = _discriminator_outcome(w, own is not None and own[rate_key]["disc"] - sep[rate_key]["disc"] >= 0.10)
+    if outcome != "none":
+        return text + {
+            "flip": (f" Without its dropout and at lr 1e-3 ({reads}), the GAN lowers the MAE at {rate} by {gain} and "
+                     f"{closer}: the outcome flips; the faithful GAN's discriminator was held back by its build, and a "
+                     "generator taught by a discriminator that sees the difference restores features that pay."),
+            "no pay": (f" Without its dropout and at lr 1e-3 the discriminator learns ({reads}), yet the GAN changes the "
+                       f"MAE by {gain} and {closer}: a discriminator that tells the views apart does not make the restored "
+                       "features more useful; on these data the adversarial signal does not pay, which is the measured "
+                       "cause of the faithful GAN's null result."),
+            "partial": (f" Without its dropout and at lr 1e-3 ({reads}), the GAN lowers the MAE by {gain} but only "
+                        f"{closer}: the discriminator's build is part of the cause; the views' distance does not track "
+                        "the gain.")}[outcome]
     return (text + f" Without its dropout and at lr 1e-3 the discriminator still does not read what a probe reads "
             f"({reads}); the GAN changes the MAE by {gain} and {closer}. What still holds it back (its spectral "
             "normalisation, which no candidate switches, or the game, the generator moving the views as the "
