@@ -739,7 +739,7 @@ def gan_reading(res: dict, n_seeds: int, separability: Optional[dict] = None, fr
         r = sep[min(sep, key=lambda x: abs(x - 0.3))]
         no_sn = fresh.get("converged, no spectral norm", {}).get("acc")
         sn_bound = None if no_sn is None else no_sn >= max(r["logistic"], r["mlp"]) - 0.05
-        text += " " + _fix5_reading(v, sep, (separability or {}).get("fix5"), rate, n_seeds, sn_bound)
+        text += " " + _fix5_reading(v, sep, (separability or {}).get("fix5"), rate, n_seeds, sn_bound, "fix6" in res)
     u = res.get("fix6")
     if u is not None and fresh is not None:
         text += " " + _fix6_reading(u, sep, (separability or {}).get("fix6"), rate, n_seeds)
@@ -776,7 +776,7 @@ def _fix6_reading(u: dict, sep: dict, own: Optional[dict], rate: str, n_seeds: i
 
 
 def _fix5_reading(v: dict, sep: dict, own: Optional[dict], rate: str, n_seeds: int,
-                  sn_bound: Optional[bool] = None) -> str:
+                  sn_bound: Optional[bool] = None, sn_tested: bool = False) -> str:
     """The sentence on the two-time-scale discriminator ("fix5"), declared after the fresh-discriminator
     measurement: does a discriminator faster than the generator follow the views, and does it pay?"""
     gain, closer = _gain_and_closer(v, n_seeds)
@@ -794,7 +794,9 @@ def _fix5_reading(v: dict, sep: dict, own: Optional[dict], rate: str, n_seeds: i
     return (f"With a discriminator four times faster than the generator, {reads}: a faster discriminator does not "
             f"follow the views either, and the GAN changes the MAE by {gain} and {closer}. The pace of the game is "
             "not where the generator's advantage comes from. "
-            + ("Untested, because it needs a change to the model's source and so a retraining of every DAST-GAN run: "
+            + ("The last candidate tests the part of the build the new discriminators point to: the GAN with a "
+               "discriminator without spectral norm." if sn_tested and sn_bound is not False else
+               "Untested, because it needs a change to the model's source and so a retraining of every DAST-GAN run: "
                "the GAN with a discriminator without spectral norm, the part of the build the new discriminators point to."
                if sn_bound is not False else
                "Nor is spectral norm the build's bound, so no candidate is left that these measurements point to: on "

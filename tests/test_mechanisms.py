@@ -416,6 +416,9 @@ def test_gan_reading_of_the_declared_discriminator_build_intervention():
     assert "does not come from a discriminator that reads the views better" in text and "game still wins" not in text
     won6 = dict(u, meets_target=True, gain=0.06, gain_ci_low=0.02, gain_verdict="reproduced", gap_closed_seeds=5)
     assert "spectral norm kept the discriminator" in mechanisms.gan_reading({**six, "fix6": won6}, 5, {"faithful": sep}, no_sn)
+    sn_bound = {**fresh, "converged, no spectral norm": {"acc": 0.93}}
+    text = mechanisms.gan_reading(six, 5, {"faithful": sep}, sn_bound)
+    assert "The last candidate tests" in text and "Untested" not in text
     # another branch of the rule: no discriminator intervention is read
     inseparable = {0.3: {"disc": 0.6, "logistic": 0.62, "mlp": 0.6}}
     text = mechanisms.gan_reading({**res, "fix4": won}, 5, {"faithful": inseparable})
